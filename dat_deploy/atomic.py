@@ -1,0 +1,59 @@
+"""Atomic artifact writes: a reader never sees a half-written file.
+
+Every artifact is written to a temporary file in the destination folder and renamed into place.
+Existing artifacts are never overwritten silently: callers pass `overwrite=True` explicitly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from dat_deploy.errors import UserError
+
+
+def ensure_writable_dir(folder: Path) -> Path:
+    """Create `folder` if needed and check that we can write into it."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create output folder {folder}: {exc.strerror}. Choose a writable --output.") from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"output folder {folder} is not writable. Choose a writable --output or fix its permissions.")
+    return folder
+
+
+def check_not_exists(path: Path, overwrite: bool) -> None:
+    if Path(path).exists() and not overwrite:
+        raise UserError(f"{path} already exists. Pass --overwrite to replace it, or choose another --name/--output.")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    check_not_exists(path, overwrite)
+    ensure_writable_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes(path: Path, data: bytes, overwrite: bool = False) -> Path:
+    with atomic_path(path, overwrite) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path: Path, text: str, overwrite: bool = False) -> Path:
+    return write_bytes(path, text.encode("utf-8"), overwrite)

@@ -1,0 +1,1 @@
+"""Thin Typer wrappers over library functions, one module per area."""

@@ -1,0 +1,3 @@
+"""CLI commands: profile."""
+
+from dat_deploy.commands._app import app  # noqa: F401

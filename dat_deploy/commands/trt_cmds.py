@@ -1,0 +1,3 @@
+"""CLI commands: trt."""
+
+from dat_deploy.commands._app import app  # noqa: F401
