@@ -1,0 +1,249 @@
+"""Backend names on the command line -> ready-to-time Backend objects.
+
+    torch          PyTorch eager on CPU (the baseline)
+    torch-compile  torch.compile of the same model; opt-in: compiling DAT on 2 cores takes minutes,
+                   so the compile time is measured apart (first call per batch size)
+    ort            standard-flavour ONNX in onnxruntime (CPU)
+    ort-plugin     plugin-flavour ONNX in onnxruntime with our custom-op library
+    trt            a TensorRT engine (--engine)
+
+The ONNX files come from --onnx or are exported once into a cache folder keyed by everything that
+changes them (variant, flavour, opset, weights, and the source of the model and exporter).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from dat_deploy.errors import UserError
+
+BACKEND_NAMES = ("torch", "torch-compile", "ort", "ort-plugin", "trt")
+DEFAULT_BACKENDS = ("torch", "ort")
+ONNX_FLAVOR = {"ort": "standard", "ort-plugin": "plugin"}
+DESCRIPTIONS = {
+    "torch": "PyTorch eager (CPU, torch.no_grad)",
+    "torch-compile": "torch.compile (inductor, static shapes; compile time reported apart)",
+    "ort": "onnxruntime CPU, standard-flavour ONNX (GridSample)",
+    "ort-plugin": "onnxruntime CPU, plugin-flavour ONNX (dat custom-op library)",
+    "trt": "TensorRT engine",
+}
+EXPORT_OPSET = 18
+
+
+@dataclass
+class PreparedBackend:
+    name: str
+    backend: object  # dat_deploy.runtime.Backend
+    description: str
+    artifact: str | None = None
+    load_s: float = 0.0
+    export_s: float | None = None
+    compile_s: dict[str, float] | None = None
+    onnx_path: Path | None = None
+
+    def info(self) -> dict:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "artifact": self.artifact,
+            "load_s": self.load_s,
+            "export_s": self.export_s,
+            "compile_s": self.compile_s,
+        }
+
+
+def parse_backend_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BACKEND_NAMES]
+    if unknown or not names:
+        raise UserError(f"unknown backend(s) {', '.join(unknown) or '(none)'} in --backend {text!r}; "
+                        f"choose from {', '.join(BACKEND_NAMES)}.")
+    if len(set(names)) != len(names):
+        raise UserError(f"--backend {text!r} names a backend twice.")
+    return names
+
+
+def parse_batch_list(text: str) -> list[int]:
+    try:
+        batches = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise UserError(f"--batch {text!r} must be comma-separated whole numbers, e.g. 1,8,32.") from None
+    if not batches or any(b < 1 for b in batches):
+        raise UserError(f"--batch {text!r} must list batch sizes >= 1, e.g. 1,8,32.")
+    return sorted(set(batches))
+
+
+def make_inputs(batches: Sequence[int], input_size: int, seed: int = 0) -> dict[int, np.ndarray]:
+    """One seeded float32 NCHW batch per size; every backend gets the same arrays."""
+    rng = np.random.default_rng(seed)
+    return {b: rng.standard_normal((b, 3, input_size, input_size)).astype(np.float32) for b in batches}
+
+
+def onnx_flavor(path: Path) -> str:
+    """The export flavour recorded in an ONNX's metadata ("standard" when it says nothing)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError, OSError, ...
+        raise UserError(f"cannot read {path} as ONNX ({exc}). Pass an .onnx file written by `dat-deploy export`.") from exc
+    meta = {p.key: p.value for p in model.metadata_props}
+    if "flavor" in meta:
+        return meta["flavor"]
+    uses_dat_ops = any(node.domain == "dat" for node in model.graph.node)
+    return "plugin" if uses_dat_ops else "standard"
+
+
+def onnx_metadata(path: Path) -> dict[str, str]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("DAT_DEPLOY_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "dat-deploy"
+
+
+def _source_fingerprint() -> str:
+    """Hash of the model and exporter source: a changed exporter never reuses a stale cached ONNX."""
+    import dat_deploy
+
+    root = Path(dat_deploy.__file__).parent
+    digest = hashlib.sha256(dat_deploy.__version__.encode())
+    for folder in ("model", "export"):
+        for path in sorted((root / folder).rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+class BackendFactory:
+    """Builds the named backends for one variant, sharing the PyTorch model and cached exports."""
+
+    def __init__(
+        self,
+        variant: str,
+        weights: Path | None = None,
+        threads: int | None = None,
+        onnx: Path | None = None,
+        engine: Path | None = None,
+        cache_dir: Path | None = None,
+        log: Callable[[str], None] = lambda message: None,
+    ):
+        self.variant = variant
+        self.weights = Path(weights) if weights is not None else None
+        self.threads = threads
+        self.engine = Path(engine) if engine is not None else None
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.log = log
+        self._model = None
+        self._given_onnx: dict[str, Path] = {}
+        if onnx is not None:
+            onnx = Path(onnx)
+            if not onnx.is_file():
+                raise UserError(f"--onnx {onnx} does not exist. Export one with `dat-deploy export` or leave --onnx out.")
+            self._given_onnx[onnx_flavor(onnx)] = onnx
+
+    # -- the PyTorch model, built once ---------------------------------------------------------
+    def model(self):
+        if self._model is None:
+            from dat_deploy.model import create_model
+
+            self._model = create_model(self.variant, weights=self.weights)
+        return self._model
+
+    # -- ONNX: given or exported into the cache --------------------------------------------------
+    def onnx_for(self, flavor: str) -> tuple[Path, float | None]:
+        """(path, export seconds or None when it was given or cached)."""
+        if flavor in self._given_onnx:
+            return self._given_onnx[flavor], None
+        path = self.cache_dir / "onnx" / f"{self.variant}-{flavor}-{self._cache_key(flavor)[:16]}" / "model.onnx"
+        if path.is_file():
+            self.log(f"using cached {flavor} ONNX {path}")
+            return path, None
+        from dat_deploy.export import export_onnx
+
+        self.log(f"exporting {self.variant} ({flavor} flavour) to {path} (once; later runs reuse it)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        export_onnx(self.variant, path, weights=self.weights, opset=EXPORT_OPSET, batch="dynamic", flavor=flavor)
+        return path, time.perf_counter() - start
+
+    def _cache_key(self, flavor: str) -> str:
+        if self.weights is not None:
+            from dat_deploy.model.checkpoint import sha256_of
+
+            weights_id = sha256_of(self.weights)
+        else:
+            weights_id = "seeded-random"
+        text = "|".join([self.variant, flavor, str(EXPORT_OPSET), weights_id, _source_fingerprint()])
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    # -- the backends -----------------------------------------------------------------------------
+    def prepare(self, name: str, inputs: dict[int, np.ndarray]) -> PreparedBackend:
+        if name == "torch":
+            return self._torch()
+        if name == "torch-compile":
+            return self._torch_compile(inputs)
+        if name in ONNX_FLAVOR:
+            return self._ort(name)
+        if name == "trt":
+            return self._trt()
+        raise UserError(f"unknown backend {name!r}; choose from {', '.join(BACKEND_NAMES)}.")
+
+    def _torch(self) -> PreparedBackend:
+        from dat_deploy.runtime import TorchBackend
+
+        start = time.perf_counter()
+        backend = TorchBackend(self.model())
+        return PreparedBackend("torch", backend, DESCRIPTIONS["torch"], load_s=time.perf_counter() - start)
+
+    def _torch_compile(self, inputs: dict[int, np.ndarray]) -> PreparedBackend:
+        import torch
+
+        from dat_deploy.runtime import TorchBackend
+
+        start = time.perf_counter()
+        backend = TorchBackend(torch.compile(self.model(), dynamic=False))
+        backend.name = "torch-compile"
+        load_s = time.perf_counter() - start
+        compile_s = {}
+        for batch_size, batch in inputs.items():
+            self.log(f"torch.compile: compiling for batch {batch_size} (minutes on a small CPU)")
+            start = time.perf_counter()
+            backend.run(batch)  # the first call per shape compiles
+            compile_s[str(batch_size)] = time.perf_counter() - start
+        return PreparedBackend("torch-compile", backend, DESCRIPTIONS["torch-compile"], load_s=load_s,
+                               compile_s=compile_s)
+
+    def _ort(self, name: str) -> PreparedBackend:
+        from dat_deploy.runtime import OrtBackend
+
+        path, export_s = self.onnx_for(ONNX_FLAVOR[name])
+        start = time.perf_counter()
+        backend = OrtBackend(path, providers=["CPUExecutionProvider"], intra_op_threads=self.threads)
+        return PreparedBackend(name, backend, DESCRIPTIONS[name], artifact=str(path),
+                               load_s=time.perf_counter() - start, export_s=export_s, onnx_path=path)
+
+    def _trt(self) -> PreparedBackend:
+        if self.engine is None:
+            raise UserError("backend trt needs an engine: pass --engine PATH (build one with `dat-deploy build-trt`).")
+        if not self.engine.is_file():
+            raise UserError(f"--engine {self.engine} does not exist. Build one with `dat-deploy build-trt`.")
+        try:
+            from dat_deploy.runtime.tensorrt_backend import TensorRTBackend
+        except ImportError as exc:
+            raise UserError(f"backend trt is not available here ({exc}). It needs the tensorrt package and a GPU.") from exc
+        start = time.perf_counter()
+        backend = TensorRTBackend(self.engine)
+        return PreparedBackend("trt", backend, DESCRIPTIONS["trt"], artifact=str(self.engine),
+                               load_s=time.perf_counter() - start)
