@@ -5,11 +5,12 @@ config), `{'state_dict': ...}`, a bare state dict, `module.`-prefixed keys (DDP)
 
 Security choice: `.pth` files are always read with `torch.load(weights_only=True)`. Official
 training checkpoints pickle a yacs `CfgNode`; instead of falling back to full unpickling (which can
-run arbitrary code), we allow exactly that class name and map it to an inert dict placeholder.
+run arbitrary code), we allow exactly that class name and rebuild it as an inert OrderedDict.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import math
 import pickle
@@ -23,14 +24,8 @@ import torch.nn.functional as F
 from dat_deploy.errors import UserError
 
 
-class _InertConfig(dict):
-    """Stands in for yacs.config.CfgNode when unpickling: holds its data, runs nothing."""
-
-    def __setstate__(self, state):
-        if isinstance(state, dict):
-            self.update(state)
-
-
+# torch's weights-only unpickler can fill an OrderedDict (items and attribute state) but runs no
+# constructor of ours, so the config comes back as plain nested data.
 _PICKLED_CONFIG_CLASSES = ["yacs.config.CfgNode"]
 
 
@@ -43,7 +38,7 @@ def sha256_of(path: Path) -> str:
 
 
 def _load_pth(path: Path) -> object:
-    safe = [(_InertConfig, name) for name in _PICKLED_CONFIG_CLASSES]
+    safe = [(collections.OrderedDict, name) for name in _PICKLED_CONFIG_CLASSES]
     try:
         with torch.serialization.safe_globals(safe):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -56,7 +51,7 @@ def _load_pth(path: Path) -> object:
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise UserError(
-            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {str(exc).splitlines()[0]}. "
+            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {str(exc).split('. ')[0]}. "
             f"Download it again and compare its size and checksum."
         ) from exc
 
