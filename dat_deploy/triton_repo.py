@@ -1,0 +1,295 @@
+"""Gather model folders into one Triton model repository, with the plugin libraries wired in.
+
+`dat-deploy export` / `build-trt` write Triton-layout folders into models/ (`<name>/config.pbtxt`,
+`<name>/<version>/model.onnx|model.plan`). `gather` copies the chosen ones into one repository:
+
+* every config.pbtxt is parsed with Triton's own ModelConfig protobuf (tritonclient's
+  `model_config_pb2`) and checked against its folder and model file before anything is copied;
+* plugin-flavour ONNX models (nodes in the `dat` domain) get the onnxruntime custom-op library
+  copied next to them and `model_operations { op_library_filename: ... }` pointing at its path
+  inside the container (the ORT backend registers it with RegisterCustomOpsLibrary);
+* TensorRT engines get the plugin library copied next to them and loaded with LD_PRELOAD
+  (the TensorRT backend's documented way; its `plugins` backend-config works too);
+* each model folder appears in the repository atomically (copied to a hidden temporary folder,
+  then renamed), and an existing one is replaced only with `overwrite=True`.
+
+The result carries the `docker run ... tritonserver --model-repository=...` command to start it.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from dat_deploy.atomic import ensure_writable_dir
+from dat_deploy.errors import UserError
+
+CONTAINER_REPOSITORY = "/models"
+DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
+ORT_OPS_LIBRARY = "libdat_ort_ops.so"
+TRT_PLUGIN_LIBRARY = "libdat_trt_plugins.so"
+
+_ORT = "onnxruntime"
+_TRT = "tensorrt"
+_PLATFORMS = {"onnxruntime_onnx": _ORT, "tensorrt_plan": _TRT}
+_DEFAULT_FILES = {_ORT: "model.onnx", _TRT: "model.plan"}
+
+
+@dataclass
+class GatheredModel:
+    name: str
+    kind: str  # "onnxruntime" or "tensorrt"
+    path: Path
+    needs_plugin: bool
+    plugin_library: str | None = None  # path inside the container
+    gpu: bool = False
+
+
+@dataclass
+class GatherResult:
+    repository: Path
+    models: list[GatheredModel]
+    command: str
+    image: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _protobuf():
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        raise UserError(
+            "checking Triton configs needs tritonclient: `pip install tritonclient[grpc]` (or dat-deploy[triton])."
+        ) from None
+    return model_config_pb2, text_format
+
+
+def load_config(config_path: Path):
+    """Parse a config.pbtxt with Triton's ModelConfig schema (unknown fields and typos are errors)."""
+    model_config_pb2, text_format = _protobuf()
+    if not config_path.is_file():
+        raise UserError(f"{config_path} does not exist: a Triton model folder needs a config.pbtxt.")
+    config = model_config_pb2.ModelConfig()
+    try:
+        text_format.Parse(config_path.read_text(encoding="utf-8"), config)
+    except text_format.ParseError as exc:
+        raise UserError(f"{config_path} is not a valid Triton ModelConfig: {exc}") from None
+    return config
+
+
+def config_text(config) -> str:
+    _, text_format = _protobuf()
+    return text_format.MessageToString(config)
+
+
+def model_kind(config, config_path: Path) -> str:
+    kind = _PLATFORMS.get(config.platform) or (config.backend if config.backend in (_ORT, _TRT) else None)
+    if kind is None:
+        raise UserError(
+            f"{config_path}: platform {config.platform!r} / backend {config.backend!r} is not one dat-deploy "
+            "writes (onnxruntime_onnx or tensorrt_plan)."
+        )
+    return kind
+
+
+def model_file(folder: Path, config, kind: str) -> Path:
+    """The newest numeric version's model file."""
+    filename = config.default_model_filename or _DEFAULT_FILES[kind]
+    versions = sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    for version in reversed(versions):
+        if (version / filename).is_file():
+            return version / filename
+    raise UserError(f"{folder} has no <version>/{filename} (Triton looks for numeric version folders).")
+
+
+def check_config(folder: Path) -> tuple[Any, str, Path]:
+    """Parse and check one model folder; returns (config, kind, model file)."""
+    config_path = folder / "config.pbtxt"
+    config = load_config(config_path)
+    problems = []
+    if config.name and config.name != folder.name:
+        problems.append(f"name {config.name!r} differs from its folder name {folder.name!r} (Triton requires them equal)")
+    kind = model_kind(config, config_path)
+    if not config.input or not config.output:
+        problems.append("it declares no input or no output")
+    if config.HasField("dynamic_batching") and config.max_batch_size <= 0:
+        problems.append("dynamic_batching needs max_batch_size > 0")
+    for tensor in list(config.input) + list(config.output):
+        if not tensor.dims:
+            problems.append(f"tensor {tensor.name!r} has no dims")
+    path = model_file(folder, config, kind)
+    if kind == _ORT:
+        problems += _check_against_onnx(config, path)
+    if problems:
+        raise UserError(f"{config_path}: " + "; ".join(problems) + ". Re-export the model or fix the config.")
+    return config, kind, path
+
+
+def _check_against_onnx(config, onnx_path: Path) -> list[str]:
+    """Input/output names and the per-sample dims must be those of the ONNX graph."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    problems = []
+    batched = config.max_batch_size > 0
+    declared = {t.name: list(t.dims) for t in list(config.input) + list(config.output)}
+    for value in list(graph.input) + list(graph.output):
+        if value.name not in declared:
+            problems.append(f"{onnx_path.name} has tensor {value.name!r} that the config does not declare")
+            continue
+        dims = [d.dim_value if d.dim_value > 0 else -1 for d in value.type.tensor_type.shape.dim]
+        if batched:
+            if not dims or dims[0] != -1:
+                problems.append(f"{value.name!r} needs a dynamic first (batch) dim in {onnx_path.name} "
+                                f"for max_batch_size {config.max_batch_size}; export with a dynamic batch")
+            dims = dims[1:]
+        want = declared[value.name]
+        if len(want) != len(dims) or any(w != d and -1 not in (w, d) for w, d in zip(want, dims)):
+            problems.append(f"{value.name!r} dims {want} in the config, {dims} in {onnx_path.name}")
+    return problems
+
+
+def onnx_needs_plugin(onnx_path: Path) -> bool:
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return any(node.domain == "dat" for node in graph.node)
+
+
+def resolve_sources(sources: Sequence[str | os.PathLike], models_root: Path) -> list[Path]:
+    """Model folders: paths as given, or names under models_root; none given -> every model there."""
+    available = sorted(p for p in models_root.iterdir() if (p / "config.pbtxt").is_file()) if models_root.is_dir() else []
+    if not sources:
+        if not available:
+            raise UserError(f"no model folders (with a config.pbtxt) in {models_root}. Run `dat-deploy export` first.")
+        return available
+    folders = []
+    for source in sources:
+        path = Path(source)
+        if not path.is_dir() and (models_root / str(source)).is_dir():
+            path = models_root / str(source)
+        if not path.is_dir():
+            names = ", ".join(p.name for p in available) or "none"
+            raise UserError(f"model folder {source} not found (models in {models_root}: {names}).")
+        folders.append(path)
+    names = [f.name for f in folders]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise UserError(f"two model folders are both named {duplicates[0]!r}; Triton needs unique model names.")
+    return folders
+
+
+def default_plugin_library(kind: str) -> Path | None:
+    """The built plugin library for `kind`, from dat_deploy.native when that module is there."""
+    try:
+        from dat_deploy import native
+    except ImportError:
+        return None
+    finder: Callable | None = getattr(native, "find_library", None)
+    if finder is None:
+        return None
+    target = "ort" if kind == _ORT else "trt"
+    try:
+        found = finder(target)
+    except Exception:  # noqa: BLE001 - not built: the caller reports what to do
+        return None
+    return Path(found) if found else None
+
+
+def gather(
+    sources: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    models_root: str | os.PathLike = "models",
+    overwrite: bool = False,
+    ort_ops_library: str | os.PathLike | None = None,
+    trt_plugin_library: str | os.PathLike | None = None,
+    image: str = DEFAULT_IMAGE,
+) -> GatherResult:
+    """Copy the chosen model folders into the repository `output` and say how to serve it."""
+    output = ensure_writable_dir(Path(output))
+    folders = resolve_sources(sources, Path(models_root))
+    checked = [(folder, *check_config(folder)) for folder in folders]  # check everything before copying
+
+    libraries = {_ORT: ort_ops_library, _TRT: trt_plugin_library}
+    gathered = []
+    for folder, config, kind, path in checked:
+        needs_plugin = onnx_needs_plugin(path) if kind == _ORT else True
+        library = None
+        if needs_plugin:
+            library = Path(libraries[kind]) if libraries[kind] else default_plugin_library(kind)
+            if library is None or not library.is_file():
+                flag = "--ort-ops-lib" if kind == _ORT else "--trt-plugin"
+                if kind == _ORT:
+                    raise UserError(
+                        f"{folder.name} is a plugin-flavour ONNX (dat custom ops) and the onnxruntime custom-op "
+                        f"library was not found{f' at {library}' if library else ''}. Build it with "
+                        f"`dat-deploy build-plugins` or pass {flag} PATH."
+                    )
+                library = None  # an engine may have been built without our plugins: serve it, say so below
+        gathered.append(_copy_model(folder, config, kind, library, output, overwrite))
+
+    image_needs_gpu = any(m.gpu for m in gathered)
+    preload = sorted({m.plugin_library for m in gathered if m.kind == _TRT and m.plugin_library})
+    notes = []
+    if any(m.kind == _TRT and not m.plugin_library for m in gathered):
+        notes.append("no TensorRT plugin library found: engines that contain DAT plugin layers will fail to load. "
+                     "Build it (`dat-deploy build-plugins`, against the container's TensorRT) and pass --trt-plugin.")
+    if preload:
+        notes.append("the TensorRT plugin must be built against the TensorRT version inside the Triton image; "
+                     "pick the image release whose TensorRT matches (--image).")
+    if any(m.kind == _ORT and m.plugin_library for m in gathered):
+        notes.append("the onnxruntime custom-op library is loaded by the container's onnxruntime backend: "
+                     "build it on a system with a glibc no newer than the container's.")
+    return GatherResult(output, gathered, serve_command(output, image, preload, image_needs_gpu), image, notes)
+
+
+def _copy_model(folder: Path, config, kind: str, library: Path | None, output: Path, overwrite: bool) -> GatheredModel:
+    name = folder.name
+    target = output / name
+    if target.exists() and not overwrite:
+        raise UserError(f"{target} already exists. Pass --overwrite to replace it, or choose another --output.")
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=output))
+    try:
+        shutil.rmtree(staging)
+        shutil.copytree(folder, staging, ignore=shutil.ignore_patterns(".*"))
+        container_library = None
+        if library is not None:
+            shutil.copy2(library, staging / library.name)
+            container_library = f"{CONTAINER_REPOSITORY}/{name}/{library.name}"
+            if kind == _ORT:
+                del config.model_operations.op_library_filename[:]
+                config.model_operations.op_library_filename.append(container_library)
+        config.name = name
+        (staging / "config.pbtxt").write_text(config_text(config), encoding="utf-8")
+        load_config(staging / "config.pbtxt")  # what Triton will read must parse
+        if target.exists():
+            retired = output / f".{name}.old"
+            shutil.rmtree(retired, ignore_errors=True)
+            os.replace(target, retired)
+            os.replace(staging, target)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    gpu = kind == _TRT or any(group.kind == group.KIND_GPU for group in config.instance_group)
+    return GatheredModel(name, kind, target, library is not None, container_library, gpu)
+
+
+def serve_command(repository: Path, image: str, preload: Sequence[str], gpu: bool) -> str:
+    parts = ["docker", "run", "--rm"]
+    if gpu:
+        parts.append("--gpus=all")
+    parts += ["--shm-size=1g", "-p", "8000:8000", "-p", "8001:8001", "-p", "8002:8002",
+              "-v", f"{Path(repository).resolve()}:{CONTAINER_REPOSITORY}"]
+    if preload:
+        parts += ["-e", f"LD_PRELOAD={':'.join(preload)}"]
+    parts += [image, "tritonserver", f"--model-repository={CONTAINER_REPOSITORY}"]
+    return " ".join(shlex.quote(p) for p in parts)

@@ -1,0 +1,165 @@
+"""Gathering model folders into a Triton repository; every config checked with Triton's ModelConfig protobuf."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from dat_deploy.errors import UserError
+from dat_deploy.triton_repo import gather, load_config
+
+model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+text_format = pytest.importorskip("google.protobuf.text_format")
+
+CONFIG = """
+name: "{name}"
+platform: "{platform}"
+max_batch_size: 8
+input [ {{ name: "input" data_type: TYPE_FP32 dims: [ 3, 8, 8 ] }} ]
+output [ {{ name: "logits" data_type: TYPE_FP32 dims: [ 3 ] }} ]
+dynamic_batching {{ preferred_batch_size: [ 4, 8 ] max_queue_delay_microseconds: 100 }}
+instance_group [ {{ count: 1 kind: {kind} }} ]
+"""
+
+
+def _tiny_onnx(path: Path, plugin: bool = False, batch: str | int = "batch") -> None:
+    """input (batch,3,8,8) -> logits (batch,3); the plugin flavour carries a node in the `dat` domain."""
+    nodes = [helper.make_node("ReduceMean", ["input", "axes"], ["logits"], keepdims=0)]
+    if plugin:
+        nodes = [helper.make_node("DATDeformSample", ["input", "input"], ["sampled"], domain="dat", groups=1),
+                 helper.make_node("ReduceMean", ["sampled", "axes"], ["logits"], keepdims=0)]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 3])],
+        initializer=[helper.make_tensor("axes", TensorProto.INT64, [2], [2, 3])],
+    )
+    opsets = [helper.make_opsetid("", 18)] + ([helper.make_opsetid("dat", 1)] if plugin else [])
+    onnx.save(helper.make_model(graph, opset_imports=opsets), str(path))
+
+
+def _model_folder(root: Path, name: str, kind: str = "onnx", plugin: bool = False, **onnx_kwargs) -> Path:
+    folder = root / name
+    (folder / "1").mkdir(parents=True)
+    if kind == "onnx":
+        _tiny_onnx(folder / "1" / "model.onnx", plugin=plugin, **onnx_kwargs)
+        platform, device = "onnxruntime_onnx", "KIND_CPU"
+    else:
+        (folder / "1" / "model.plan").write_bytes(b"not a real engine")
+        platform, device = "tensorrt_plan", "KIND_GPU"
+    (folder / "config.pbtxt").write_text(CONFIG.format(name=name, platform=platform, kind=device))
+    return folder
+
+
+def _parse(path: Path):
+    config = model_config_pb2.ModelConfig()
+    text_format.Parse(path.read_text(), config)  # independent of dat_deploy's own loader
+    return config
+
+
+def test_gather_standard_onnx(tmp_path):
+    models = tmp_path / "models"
+    _model_folder(models, "dat_t_onnx")
+    _model_folder(models, "other_onnx")
+    result = gather(["dat_t_onnx"], tmp_path / "repo", models_root=models)
+
+    config = _parse(tmp_path / "repo" / "dat_t_onnx" / "config.pbtxt")
+    assert config.name == "dat_t_onnx" and config.platform == "onnxruntime_onnx"
+    assert list(config.input[0].dims) == [3, 8, 8] and config.max_batch_size == 8
+    assert not config.model_operations.op_library_filename  # no custom ops in a standard graph
+    assert (tmp_path / "repo" / "dat_t_onnx" / "1" / "model.onnx").is_file()
+    assert not (tmp_path / "repo" / "other_onnx").exists()
+    assert [p.name for p in (tmp_path / "repo").iterdir()] == ["dat_t_onnx"]  # no staging left behind
+
+    argv = shlex.split(result.command)
+    assert argv[:2] == ["docker", "run"] and "--gpus=all" not in argv  # a CPU model needs no GPU
+    assert f"{(tmp_path / 'repo').resolve()}:/models" in argv
+    assert argv[-2:] == ["tritonserver", "--model-repository=/models"]
+
+
+def test_plugin_onnx_gets_its_op_library(tmp_path):
+    models = tmp_path / "models"
+    _model_folder(models, "dat_t_plugin", plugin=True)
+    lib = tmp_path / "build" / "libdat_ort_ops.so"
+    lib.parent.mkdir()
+    lib.write_bytes(b"\x7fELF fake")
+
+    with pytest.raises(UserError, match="custom-op library"):
+        gather([], tmp_path / "repo", models_root=models, ort_ops_library=tmp_path / "missing.so")
+
+    result = gather([], tmp_path / "repo", models_root=models, ort_ops_library=lib)
+    config = _parse(tmp_path / "repo" / "dat_t_plugin" / "config.pbtxt")
+    assert list(config.model_operations.op_library_filename) == ["/models/dat_t_plugin/libdat_ort_ops.so"]
+    assert (tmp_path / "repo" / "dat_t_plugin" / "libdat_ort_ops.so").read_bytes() == lib.read_bytes()
+    assert "LD_PRELOAD" not in result.command
+
+
+def test_engine_is_served_with_ld_preload(tmp_path):
+    models = tmp_path / "models"
+    _model_folder(models, "dat_t_trt", kind="plan")
+    plugin = tmp_path / "libdat_trt_plugins.so"
+    plugin.write_bytes(b"\x7fELF fake")
+    result = gather(["dat_t_trt"], tmp_path / "repo", models_root=models, trt_plugin_library=plugin)
+    argv = shlex.split(result.command)
+    assert "--gpus=all" in argv
+    assert argv[argv.index("-e") + 1] == "LD_PRELOAD=/models/dat_t_trt/libdat_trt_plugins.so"
+    assert (tmp_path / "repo" / "dat_t_trt" / "libdat_trt_plugins.so").is_file()
+    assert _parse(tmp_path / "repo" / "dat_t_trt" / "config.pbtxt").platform == "tensorrt_plan"
+
+
+def test_existing_model_is_not_overwritten_silently(tmp_path):
+    models = tmp_path / "models"
+    _model_folder(models, "m")
+    gather(["m"], tmp_path / "repo", models_root=models)
+    (tmp_path / "repo" / "m" / "marker").write_text("old")
+    with pytest.raises(UserError, match="already exists"):
+        gather(["m"], tmp_path / "repo", models_root=models)
+    assert (tmp_path / "repo" / "m" / "marker").exists()
+    gather(["m"], tmp_path / "repo", models_root=models, overwrite=True)
+    assert not (tmp_path / "repo" / "m" / "marker").exists()
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["m"]
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t.replace('name: "bad"', 'name: "renamed"'), "differs from its folder name"),
+        (lambda t: t.replace("max_batch_size: 8", "max_batch_sise: 8"), "not a valid Triton ModelConfig"),
+        (lambda t: t.replace("dims: [ 3, 8, 8 ]", "dims: [ 3, 9, 9 ]"), r"dims \[3, 9, 9\] in the config"),
+        (lambda t: t.replace('name: "logits"', 'name: "probs"'), "does not declare"),
+        (lambda t: t.replace("max_batch_size: 8", "max_batch_size: 0"), "dynamic_batching needs max_batch_size"),
+        (lambda t: t.replace("onnxruntime_onnx", "pytorch_libtorch"), "not one dat-deploy writes"),
+    ],
+)
+def test_bad_configs_are_refused_before_copying(tmp_path, edit, message):
+    folder = _model_folder(tmp_path / "models", "bad")
+    config = folder / "config.pbtxt"
+    config.write_text(edit(config.read_text()))
+    with pytest.raises(UserError, match=message):
+        gather(["bad"], tmp_path / "repo", models_root=tmp_path / "models")
+    assert not (tmp_path / "repo" / "bad").exists()
+
+
+def test_fixed_batch_onnx_with_batching_config_is_refused(tmp_path):
+    _model_folder(tmp_path / "models", "fixed", batch=1)
+    with pytest.raises(UserError, match="dynamic first"):
+        gather(["fixed"], tmp_path / "repo", models_root=tmp_path / "models")
+
+
+def test_missing_sources_are_reported(tmp_path):
+    _model_folder(tmp_path / "models", "present")
+    with pytest.raises(UserError, match="present"):
+        gather(["absent"], tmp_path / "repo", models_root=tmp_path / "models")
+    with pytest.raises(UserError, match="no model folders"):
+        gather([], tmp_path / "repo", models_root=tmp_path / "empty")
+
+
+def test_load_config_reports_the_file(tmp_path):
+    path = tmp_path / "config.pbtxt"
+    path.write_text("name: 'x'\nplatfrom: 'onnxruntime_onnx'\n")
+    with pytest.raises(UserError, match="config.pbtxt"):
+        load_config(path)
