@@ -18,7 +18,7 @@ from typing import Sequence
 
 from dat_deploy.atomic import write_text
 from dat_deploy.profiling.runner import SPLIT_KEYS, CaseResult
-from dat_deploy.profiling.stats import DEFAULT_CV_WARN, noise_warnings, summarize, throughput
+from dat_deploy.profiling.stats import DEFAULT_CV_WARN, few_iterations_warning, noise_warnings, summarize, throughput
 
 SCHEMA = "dat-deploy/profile/v1"
 
@@ -97,7 +97,7 @@ def build_report(
     baseline = baseline if baseline is not None else (backends[0]["name"] if backends else None)
     compile_s = {b["name"]: b.get("compile_s") for b in backends}
     stats = {(r.backend, r.batch): summarize(r.samples_ms) for r in results}
-    warnings: list[str] = []
+    warnings: list[str] = few_iterations_warning(min((s.count for s in stats.values()), default=0))
     rows = []
     for r in results:
         s = stats[(r.backend, r.batch)]
@@ -188,33 +188,44 @@ def write_report_files(report: dict, folder: Path, overwrite: bool = False) -> d
     }
 
 
+SUMMARY_COLUMNS = ("Backend", "Batch", "Iters", "min", "mean", "median", "p90", "p95", "p99", "CV",
+                   "qps", "images/s", "vs baseline", "RSS MB")
+NARROW_DROPS = ("Iters", "p95", "qps", "RSS MB")  # left out below 110 columns; JSON and CSV keep them
+
+
 def render_summary(report: dict, console) -> None:
     """The terminal summary: one row per case, trtexec-style split lines and warnings below."""
+    from rich import box
     from rich.table import Table
 
     baseline = report["settings"].get("baseline")
     table = Table(
-        title=f"dat-deploy profile: {report['variant']} ({report['input_size']}x{report['input_size']}), "
-        "latency in ms",
+        title=f"dat-deploy profile: {report['variant']} ({report['input_size']}x{report['input_size']}); "
+        f"latency per batch in ms; vs = {baseline} mean / this mean",
         title_justify="left",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
     )
-    for header in ("Backend", "Batch", "Iters", "min", "mean", "median", "p90", "p95", "p99", "CV",
-                   "Throughput qps", "images/s", f"vs {baseline}", "peak RSS MB"):
-        table.add_column(header, justify="left" if header == "Backend" else "right", no_wrap=header == "Backend")
+    columns = [c for c in SUMMARY_COLUMNS if console.width >= 110 or c not in NARROW_DROPS]
+    for header in columns:
+        table.add_column(f"vs {baseline}" if header == "vs baseline" else header,
+                         justify="left" if header == "Backend" else "right", no_wrap=True)
     for row in report["results"]:
         lat = row["latency_ms"]
         cv = f"{lat['cv']:.1%}"
-        table.add_row(
-            row["backend"],
-            str(row["batch"]),
-            str(row["iterations"]),
-            *(f"{lat[k]:.2f}" for k in ("min", "mean", "median", "p90", "p95", "p99")),
-            f"[yellow]{cv}[/]" if row["noisy"] else cv,
-            f"{row['throughput_qps']:.2f}",
-            f"{row['throughput_ips']:.1f}",
-            "-" if row["speedup_vs_baseline"] is None else f"{row['speedup_vs_baseline']:.2f}x",
-            "-" if row["peak_rss_mb"] is None else f"{row['peak_rss_mb']:.0f}",
-        )
+        cells = {
+            "Backend": row["backend"],
+            "Batch": str(row["batch"]),
+            "Iters": str(row["iterations"]),
+            **{k: _ms(lat[k]) for k in ("min", "mean", "median", "p90", "p95", "p99")},
+            "CV": f"[yellow]{cv}[/]" if row["noisy"] else cv,
+            "qps": f"{row['throughput_qps']:.2f}",
+            "images/s": f"{row['throughput_ips']:.1f}",
+            "vs baseline": "-" if row["speedup_vs_baseline"] is None else f"{row['speedup_vs_baseline']:.2f}x",
+            "RSS MB": "-" if row["peak_rss_mb"] is None else f"{row['peak_rss_mb']:.0f}",
+        }
+        table.add_row(*(cells[c] for c in columns))
     console.print(table)
     for backend in report["backends"]:
         if backend.get("compile_s"):
@@ -238,6 +249,10 @@ def render_summary(report: dict, console) -> None:
         console.print(f"[dim]note:[/] {note}", highlight=False)
     for warning in report["warnings"]:
         console.print(f"[yellow][W] * {warning}[/]", highlight=False)
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f}" if value >= 100 else f"{value:.2f}" if value >= 1 else f"{value:.3f}"
 
 
 def render_ops(ops: dict, console, top: int = 12) -> None:

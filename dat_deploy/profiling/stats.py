@@ -66,17 +66,19 @@ def throughput(stats: LatencyStats, batch: int) -> tuple[float, float]:
 
 
 def noise_warnings(label: str, stats: LatencyStats, cv_warn: float = DEFAULT_CV_WARN) -> list[str]:
-    """Plain-words warnings when these numbers should not be trusted."""
-    warnings = []
-    if stats.cv > cv_warn:
-        warnings.append(
-            f"{label}: latency is unstable, coefficient of variation = {stats.cv:.1%} (> {cv_warn:.0%}). "
-            "Other load on the machine or frequency scaling is likely; close other work, pin --threads, "
-            "or run longer (--iters / --duration)."
-        )
-    if stats.count < MIN_TRUSTED_ITERATIONS:
-        warnings.append(
-            f"{label}: only {stats.count} timed iteration(s); percentiles need at least "
-            f"{MIN_TRUSTED_ITERATIONS} to mean much."
-        )
-    return warnings
+    """A plain-words warning when this case's spread is too large to trust its numbers."""
+    if stats.cv <= cv_warn:
+        return []
+    return [
+        f"{label}: latency is unstable, coefficient of variation = {stats.cv:.1%} (> {cv_warn:.0%}). "
+        "Other load on the machine or frequency scaling is likely; close other work, pin --threads, "
+        "or run longer (--iters / --duration)."
+    ]
+
+
+def few_iterations_warning(count: int) -> list[str]:
+    """Percentiles of a handful of samples are just the largest samples."""
+    if count >= MIN_TRUSTED_ITERATIONS:
+        return []
+    return [f"only {count} timed iteration(s) per case; percentiles need at least {MIN_TRUSTED_ITERATIONS} "
+            "to mean much (--iters / --duration)."]
