@@ -1,0 +1,355 @@
+// libdat_ort_ops: the onnxruntime custom-op library of domain "dat" (contract: plugins/README.md).
+// Built with g++ alone against the ABI declarations in ortAbi.h; loaded with
+// SessionOptions.register_custom_ops_library(path), which calls RegisterCustomOps below.
+#include "ortAbi.h"
+
+#include "../cpu/datSamplingCpu.h"
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace dat
+{
+namespace ort
+{
+namespace
+{
+
+enum class OpKind
+{
+    kDeformSample,
+    kRelPosBias,
+};
+
+// One registered (op, dtype combination). ORT picks the kernel whose input types match the graph.
+struct DatCustomOp : OrtCustomOp
+{
+    OpKind kind;
+    int32_t dataType; // x (DeformSample) / table and x (RelPosBias); also the output type
+    int32_t posType;
+};
+
+struct Kernel
+{
+    Api api;
+    OpKind kind;
+    int64_t groups;
+    int64_t convention;
+};
+
+struct TensorView
+{
+    OrtValue const* value{nullptr};
+    std::vector<int64_t> dims;
+    int32_t elementType{kOrtElementUndefined};
+};
+
+#define DAT_RETURN_IF_STATUS(expr)                                                                                     \
+    do                                                                                                                 \
+    {                                                                                                                  \
+        OrtStatus* datStatus_ = (expr);                                                                                \
+        if (datStatus_ != nullptr)                                                                                     \
+        {                                                                                                              \
+            return datStatus_;                                                                                         \
+        }                                                                                                              \
+    } while (0)
+
+OrtStatus* readInput(Api const& api, OrtKernelContext* context, size_t index, TensorView& view)
+{
+    DAT_RETURN_IF_STATUS(api.kernelContextGetInput(context, index, &view.value));
+    OrtTensorTypeAndShapeInfo* info = nullptr;
+    DAT_RETURN_IF_STATUS(api.getTensorTypeAndShape(view.value, &info));
+    size_t rank = 0;
+    OrtStatus* status = api.getDimensionsCount(info, &rank);
+    if (status == nullptr)
+    {
+        view.dims.resize(rank);
+        status = api.getDimensions(info, view.dims.data(), rank);
+    }
+    if (status == nullptr)
+    {
+        status = api.getTensorElementType(info, &view.elementType);
+    }
+    api.releaseTensorTypeAndShapeInfo(info);
+    return status;
+}
+
+std::string shapeText(std::vector<int64_t> const& dims)
+{
+    std::string text = "(";
+    for (size_t i = 0; i < dims.size(); ++i)
+    {
+        text += (i ? ", " : "") + std::to_string(dims[i]);
+    }
+    return text + ")";
+}
+
+OrtStatus* invalid(Api const& api, std::string const& message)
+{
+    return api.createStatus(kOrtInvalidArgument, message.c_str());
+}
+
+DType toDType(int32_t elementType)
+{
+    return elementType == kOrtElementFloat16 ? DType::kFloat16 : DType::kFloat32;
+}
+
+OrtStatus* checkPos(Api const& api, char const* op, TensorView const& pos, int64_t batch, int64_t groups)
+{
+    if (pos.dims.size() != 4 || pos.dims[3] != 2 || pos.dims[0] != batch * groups)
+    {
+        return invalid(api,
+            std::string(op) + ": pos must be (B*groups, Hk, Wk, 2) = (" + std::to_string(batch * groups)
+                + ", Hk, Wk, 2) for B=" + std::to_string(batch) + ", groups=" + std::to_string(groups) + "; got "
+                + shapeText(pos.dims));
+    }
+    return nullptr;
+}
+
+OrtStatus* computeDeformSample(Kernel const& k, OrtKernelContext* context)
+{
+    TensorView x, pos;
+    DAT_RETURN_IF_STATUS(readInput(k.api, context, 0, x));
+    DAT_RETURN_IF_STATUS(readInput(k.api, context, 1, pos));
+    if (x.dims.size() != 4)
+    {
+        return invalid(k.api, "DATDeformSample: x must be (B, C, H, W); got " + shapeText(x.dims));
+    }
+    if (x.dims[1] % k.groups != 0)
+    {
+        return invalid(k.api,
+            "DATDeformSample: channels " + std::to_string(x.dims[1]) + " not divisible by groups "
+                + std::to_string(k.groups));
+    }
+    DAT_RETURN_IF_STATUS(checkPos(k.api, "DATDeformSample", pos, x.dims[0], k.groups));
+    int64_t const outDims[4] = {x.dims[0], x.dims[1], pos.dims[1], pos.dims[2]};
+    OrtValue* out = nullptr;
+    DAT_RETURN_IF_STATUS(k.api.kernelContextGetOutput(context, 0, outDims, 4, &out));
+    void* xData = nullptr;
+    void* posData = nullptr;
+    void* outData = nullptr;
+    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(const_cast<OrtValue*>(x.value), &xData));
+    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(const_cast<OrtValue*>(pos.value), &posData));
+    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(out, &outData));
+    DeformSampleDims dims{x.dims[0], x.dims[1], x.dims[2], x.dims[3], k.groups, pos.dims[1], pos.dims[2]};
+    cpu::deformSample(dims, xData, toDType(x.elementType), posData, toDType(pos.elementType), outData);
+    return nullptr;
+}
+
+OrtStatus* computeRelPosBias(Kernel const& k, OrtKernelContext* context)
+{
+    TensorView table, pos, x;
+    DAT_RETURN_IF_STATUS(readInput(k.api, context, 0, table));
+    DAT_RETURN_IF_STATUS(readInput(k.api, context, 1, pos));
+    DAT_RETURN_IF_STATUS(readInput(k.api, context, 2, x));
+    if (table.dims.size() != 3 || table.dims[0] % k.groups != 0)
+    {
+        return invalid(k.api,
+            "DATRelPosBias: table must be (heads, Th, Tw) with heads divisible by groups "
+                + std::to_string(k.groups) + "; got " + shapeText(table.dims));
+    }
+    if (x.dims.size() != 4)
+    {
+        return invalid(k.api, "DATRelPosBias: x must be (B, C, H, W); got " + shapeText(x.dims));
+    }
+    DAT_RETURN_IF_STATUS(checkPos(k.api, "DATRelPosBias", pos, x.dims[0], k.groups));
+    int64_t const outDims[3] = {x.dims[0] * table.dims[0], x.dims[2] * x.dims[3], pos.dims[1] * pos.dims[2]};
+    OrtValue* out = nullptr;
+    DAT_RETURN_IF_STATUS(k.api.kernelContextGetOutput(context, 0, outDims, 3, &out));
+    void* tableData = nullptr;
+    void* posData = nullptr;
+    void* outData = nullptr;
+    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(const_cast<OrtValue*>(table.value), &tableData));
+    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(const_cast<OrtValue*>(pos.value), &posData));
+    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(out, &outData));
+    RelPosBiasDims dims{x.dims[0], table.dims[0], table.dims[1], table.dims[2], k.groups, pos.dims[1],
+        pos.dims[2], x.dims[2], x.dims[3], static_cast<int32_t>(k.convention)};
+    cpu::relPosBias(dims, tableData, toDType(table.elementType), posData, toDType(pos.elementType), outData);
+    return nullptr;
+}
+
+// ---- OrtCustomOp callbacks ------------------------------------------------------------------------------------------
+
+DatCustomOp const& self(OrtCustomOp const* op)
+{
+    return *static_cast<DatCustomOp const*>(op);
+}
+
+char const* opName(OrtCustomOp const* op)
+{
+    return self(op).kind == OpKind::kDeformSample ? "DATDeformSample" : "DATRelPosBias";
+}
+
+char const* executionProvider(OrtCustomOp const*)
+{
+    return "CPUExecutionProvider";
+}
+
+size_t inputCount(OrtCustomOp const* op)
+{
+    return self(op).kind == OpKind::kDeformSample ? 2 : 3;
+}
+
+int32_t inputType(OrtCustomOp const* op, size_t index)
+{
+    // DeformSample: (x, pos); RelPosBias: (table, pos, x).
+    return index == 1 ? self(op).posType : self(op).dataType;
+}
+
+size_t outputCount(OrtCustomOp const*)
+{
+    return 1;
+}
+
+int32_t outputType(OrtCustomOp const* op, size_t)
+{
+    return self(op).dataType;
+}
+
+int32_t required(OrtCustomOp const*, size_t)
+{
+    return kOrtInputOutputRequired;
+}
+
+int32_t defaultMemory(OrtCustomOp const*, size_t)
+{
+    return kOrtMemTypeDefault;
+}
+
+int variadicMinArity(OrtCustomOp const*)
+{
+    return 1;
+}
+
+int variadicHomogeneity(OrtCustomOp const*)
+{
+    return 1;
+}
+
+OrtStatus* createKernel(OrtCustomOp const* op, OrtApi const* ortApi, OrtKernelInfo const* info, void** kernelOut)
+{
+    Api api(ortApi);
+    int64_t groups = 0;
+    OrtStatus* status = api.kernelInfoGetAttributeInt64(info, "groups", &groups);
+    if (status != nullptr)
+    {
+        api.releaseStatus(status);
+        return invalid(api, std::string(opName(op)) + ": missing int attribute 'groups'");
+    }
+    if (groups < 1)
+    {
+        return invalid(api, std::string(opName(op)) + ": attribute groups must be >= 1, got " + std::to_string(groups));
+    }
+    int64_t convention = 0; // only read by DATRelPosBias
+    if (self(op).kind == OpKind::kRelPosBias)
+    {
+        status = api.kernelInfoGetAttributeInt64(info, "convention", &convention);
+        if (status != nullptr)
+        {
+            api.releaseStatus(status);
+            return invalid(api, "DATRelPosBias: missing int attribute 'convention' (0 = DAT, 1 = DAT++)");
+        }
+        if (convention != 0 && convention != 1)
+        {
+            return invalid(api,
+                "DATRelPosBias: attribute convention must be 0 (DAT) or 1 (DAT++), got " + std::to_string(convention));
+        }
+    }
+    *kernelOut = new Kernel{api, self(op).kind, groups, convention};
+    return nullptr;
+}
+
+OrtStatus* computeKernel(void* kernelPtr, OrtKernelContext* context)
+{
+    Kernel const& k = *static_cast<Kernel const*>(kernelPtr);
+    try
+    {
+        return k.kind == OpKind::kDeformSample ? computeDeformSample(k, context) : computeRelPosBias(k, context);
+    }
+    catch (std::exception const& e)
+    {
+        return k.api.createStatus(kOrtFail, e.what());
+    }
+}
+
+void destroyKernel(void* kernelPtr)
+{
+    delete static_cast<Kernel*>(kernelPtr);
+}
+
+DatCustomOp makeOp(OpKind kind, int32_t dataType, int32_t posType)
+{
+    DatCustomOp op{};
+    op.version = kDatOrtApiVersion;
+    op.CreateKernel = nullptr; // ORT uses CreateKernelV2 / KernelComputeV2 (version >= 16)
+    op.GetName = opName;
+    op.GetExecutionProviderType = executionProvider;
+    op.GetInputType = inputType;
+    op.GetInputTypeCount = inputCount;
+    op.GetOutputType = outputType;
+    op.GetOutputTypeCount = outputCount;
+    op.KernelCompute = nullptr;
+    op.KernelDestroy = destroyKernel;
+    op.GetInputCharacteristic = required;
+    op.GetOutputCharacteristic = required;
+    op.GetInputMemoryType = defaultMemory;
+    op.GetVariadicInputMinArity = variadicMinArity;
+    op.GetVariadicInputHomogeneity = variadicHomogeneity;
+    op.GetVariadicOutputMinArity = variadicMinArity;
+    op.GetVariadicOutputHomogeneity = variadicHomogeneity;
+    op.CreateKernelV2 = createKernel;
+    op.KernelComputeV2 = computeKernel;
+    op.InferOutputShapeFn = nullptr;
+    op.kind = kind;
+    op.dataType = dataType;
+    op.posType = posType;
+    return op;
+}
+
+std::vector<DatCustomOp>& registeredOps()
+{
+    // Every (data, pos) dtype pair: fp16 graphs keep pos in fp32 (coordinates stay fp32).
+    static std::vector<DatCustomOp> ops = [] {
+        std::vector<DatCustomOp> list;
+        int32_t const types[2] = {kOrtElementFloat, kOrtElementFloat16};
+        for (OpKind kind : {OpKind::kDeformSample, OpKind::kRelPosBias})
+        {
+            for (int32_t data : types)
+            {
+                for (int32_t pos : types)
+                {
+                    list.push_back(makeOp(kind, data, pos));
+                }
+            }
+        }
+        return list;
+    }();
+    return ops;
+}
+
+} // namespace
+} // namespace ort
+} // namespace dat
+
+extern "C" __attribute__((visibility("default"))) OrtStatus* RegisterCustomOps(
+    OrtSessionOptions* options, OrtApiBase const* apiBase)
+{
+    OrtApi const* ortApi = apiBase->GetApi(kDatOrtApiVersion);
+    if (ortApi == nullptr)
+    {
+        std::fprintf(stderr, "libdat_ort_ops: onnxruntime %s does not provide ORT API version %u (need >= 1.16)\n",
+            apiBase->GetVersionString(), kDatOrtApiVersion);
+        return nullptr; // no API to create a status with; the session then reports the unknown op
+    }
+    dat::ort::Api api(ortApi);
+    // The domain must outlive every session that uses it, so it is created once and never released.
+    // One domain per SessionOptions; the domain must outlive every session that uses it, so it is never released.
+    OrtCustomOpDomain* domain = nullptr;
+    DAT_RETURN_IF_STATUS(api.createCustomOpDomain("dat", &domain));
+    for (auto& op : dat::ort::registeredOps())
+    {
+        DAT_RETURN_IF_STATUS(api.customOpDomainAdd(domain, &op));
+    }
+    return api.addCustomOpDomain(options, domain);
+}
