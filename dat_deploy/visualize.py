@@ -158,12 +158,12 @@ def visualize(
     from dat_deploy.model import create_model, get_variant
 
     spec = get_variant(variant)
-    if model is None:
-        model = create_model(variant, weights=weights)
-    available = deformable_blocks(model.arch.stage_specs)
+    available = deformable_blocks(spec.arch.stage_specs)
     if not available:
         raise UserError(f"variant {variant} has no deformable blocks to visualise.")
-    chosen = select_blocks(available, blocks)
+    chosen = select_blocks(available, blocks)  # before building the model: a typo fails fast
+    if model is None:
+        model = create_model(variant, weights=weights)
     crop = resize_and_crop(as_rgb_image(image), spec.input_size, spec.resize_size)
     batch = normalize(np.asarray(crop), spec.mean, spec.std)[None]
     positions, references = sampling_positions(model, batch)
