@@ -180,5 +180,5 @@ def _op_profiles(prepared, options: ProfileOptions, inputs, console) -> dict:
 
 def _custom_op_library(p: PreparedBackend) -> Path | None:
     """The custom-op library the plugin-flavour backend loaded, if any."""
-    library = getattr(p.backend, "custom_op_library", None)
+    library = getattr(p.backend, "plugin_library", None)
     return Path(library) if library else None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from dat_deploy.atomic import atomic_path
 from dat_deploy.errors import UserError
 
@@ -54,12 +56,15 @@ def plot_latency(report: dict, path: Path, overwrite: bool = False) -> Path:
     fig, axes = plt.subplots(1, len(batches), figsize=(3.2 * len(batches) + 1.5, 4.2), dpi=120, squeeze=False)
     for ax, batch in zip(axes[0], batches):
         rows = [r for r in report["results"] if r["batch"] == batch]
-        ax.boxplot([r["samples_ms"] for r in rows], showmeans=True, whis=(1, 99))
+        ax.boxplot([r["samples_ms"] for r in rows], showmeans=True, whis=(1, 99), showfliers=False)
+        for i, r in enumerate(rows, start=1):  # every sample, jittered sideways: few samples stay visible
+            jitter = np.random.default_rng(i).uniform(-0.12, 0.12, len(r["samples_ms"]))
+            ax.scatter(i + jitter, r["samples_ms"], s=6, alpha=0.4, color="tab:blue", zorder=3)
         ax.set_xticks(range(1, len(rows) + 1), [r["backend"] for r in rows], rotation=30, ha="right")
         ax.set_title(f"batch {batch}")
         ax.set_ylabel("latency per batch (ms)")
         ax.grid(True, axis="y", alpha=0.3)
-    fig.suptitle(f"{report['variant']}: latency distribution (whiskers p1-p99, triangle = mean)")
+    fig.suptitle(f"{report['variant']}: latency distribution (box: quartiles, whiskers: p1-p99, triangle: mean, dots: samples)")
     return _save(fig, plt, path, overwrite)
 
 

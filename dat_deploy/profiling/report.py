@@ -190,7 +190,8 @@ def write_report_files(report: dict, folder: Path, overwrite: bool = False) -> d
 
 SUMMARY_COLUMNS = ("Backend", "Batch", "Iters", "min", "mean", "median", "p90", "p95", "p99", "CV",
                    "qps", "images/s", "vs baseline", "RSS MB")
-NARROW_DROPS = ("Iters", "p95", "qps", "RSS MB")  # left out below 110 columns; JSON and CSV keep them
+# Columns left out on narrow terminals (JSON and CSV keep everything): below 110, then below 90 columns.
+NARROW_DROPS = (("Iters", "p95", "qps", "RSS MB"), ("min", "p90"))
 
 
 def render_summary(report: dict, console) -> None:
@@ -207,7 +208,8 @@ def render_summary(report: dict, console) -> None:
         collapse_padding=True,
         pad_edge=False,
     )
-    columns = [c for c in SUMMARY_COLUMNS if console.width >= 110 or c not in NARROW_DROPS]
+    dropped = (NARROW_DROPS[0] if console.width < 110 else ()) + (NARROW_DROPS[1] if console.width < 90 else ())
+    columns = [c for c in SUMMARY_COLUMNS if c not in dropped]
     for header in columns:
         table.add_column(f"vs {baseline}" if header == "vs baseline" else header,
                          justify="left" if header == "Backend" else "right", no_wrap=True)
