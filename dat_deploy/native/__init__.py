@@ -1,0 +1,109 @@
+"""The native plugin libraries: where they are, and building them on demand.
+
+* `ort_library_path(build=True)`: libdat_ort_ops.so (onnxruntime custom ops, CPU); built the first
+  time it is needed (CPU only, a few seconds) and cached by the hash of plugins/ sources.
+* `trt_plugin_library_path()`: libdat_trt_plugins.so (TensorRT IPluginV3 plugins); built only by
+  `dat-deploy build-plugins --tensorrt-include DIR`, because it needs the TensorRT headers.
+* `cuda_library_path()`: libdat_cuda_ops.so (the CUDA kernels with C entry points, for tests).
+* `build(...)`, `status()`: the build driver and a summary of what is built.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dat_deploy.errors import UserError
+from dat_deploy.native import builder
+from dat_deploy.native.builder import BuildResult, TargetResult, build, find_built, log
+
+__all__ = [
+    "BuildResult",
+    "TargetResult",
+    "build",
+    "cuda_library_path",
+    "find_library",
+    "ort_library_path",
+    "status",
+    "trt_plugin_library_path",
+]
+
+_ENV_OVERRIDES = {
+    "dat_ort_ops": "DAT_DEPLOY_ORT_OPS",
+    "dat_trt_plugins": "DAT_DEPLOY_TRT_PLUGINS",
+    "dat_cuda_ops": "DAT_DEPLOY_CUDA_OPS",
+}
+
+
+def _from_env(target: str) -> Path | None:
+    value = os.environ.get(_ENV_OVERRIDES[target])
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_file():
+        raise UserError(f"{_ENV_OVERRIDES[target]}={value} is not a file. Unset it or point it at the built library.")
+    return path
+
+
+def ort_library_path(build: bool = True) -> Path:
+    """The onnxruntime custom-op library; with build=True it is built (CPU only) if missing."""
+    found = _from_env("dat_ort_ops") or find_built("dat_ort_ops")
+    if found is not None:
+        return found
+    if not build:
+        raise UserError("the onnxruntime custom-op library (libdat_ort_ops.so) is not built. Run `dat-deploy build-plugins`.")
+    log("building the onnxruntime custom-op library (first use; cached afterwards)")
+    result = builder.build(cuda=False)
+    library = result.library("dat_ort_ops")
+    if library is None:
+        raise UserError(f"building libdat_ort_ops.so did not produce it; see {result.config_dir / 'build.log'}")
+    return library
+
+
+def trt_plugin_library_path() -> Path:
+    """The TensorRT plugin library, built by `dat-deploy build-plugins --tensorrt-include DIR`."""
+    found = _from_env("dat_trt_plugins") or find_built("dat_trt_plugins")
+    if found is None:
+        raise UserError(
+            "the TensorRT plugin library (libdat_trt_plugins.so) is not built. Run `dat-deploy build-plugins "
+            "--tensorrt-include <TensorRT include dir>` (needs nvcc), or set DAT_DEPLOY_TRT_PLUGINS."
+        )
+    return found
+
+
+def cuda_library_path() -> Path:
+    """The CUDA kernels' C-ABI library, built by `dat-deploy build-plugins` where nvcc exists."""
+    found = _from_env("dat_cuda_ops") or find_built("dat_cuda_ops")
+    if found is None:
+        raise UserError("the CUDA kernels (libdat_cuda_ops.so) are not built. Run `dat-deploy build-plugins --cuda`.")
+    return found
+
+
+def find_library(target: str) -> Path | None:
+    """'ort' / 'trt' / 'cuda' -> the built library or None (never builds)."""
+    names = {"ort": "dat_ort_ops", "trt": "dat_trt_plugins", "cuda": "dat_cuda_ops"}
+    if target not in names:
+        raise ValueError(f"unknown plugin library kind {target!r}; expected one of {sorted(names)}")
+    try:
+        return _from_env(names[target]) or find_built(names[target])
+    except UserError:
+        return None
+
+
+def status() -> list[dict]:
+    """One entry per library: name, built, detail (path or what to do), fix."""
+    fixes = {
+        "ort": "dat-deploy build-plugins (or any command that needs it builds it)",
+        "trt": "dat-deploy build-plugins --tensorrt-include <TensorRT include dir> (needs nvcc)",
+        "cuda": "dat-deploy build-plugins --cuda (needs nvcc)",
+    }
+    entries = []
+    for kind, name in (("ort", "libdat_ort_ops.so"), ("cuda", "libdat_cuda_ops.so"), ("trt", "libdat_trt_plugins.so")):
+        path = find_library(kind)
+        entries.append({
+            "name": name,
+            "built": path is not None,
+            "detail": str(path) if path else "not built for the current plugins/ sources",
+            "fix": "" if path else fixes[kind],
+        })
+    return entries
