@@ -1,0 +1,296 @@
+"""`dat-deploy build-trt`: ONNX -> models/<name>_trt_<precision>/ (plan, config.pbtxt, sidecar, README).
+
+Every step that does not need TensorRT runs first (pick the model, check flavour and opset, write
+the fp16 graph), so a machine without TensorRT still produces and validates the fp16 artifact and
+then stops with the install hint before anything of the engine folder exists.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from dat_deploy.errors import UserError
+from dat_deploy.trt.engine_builder import Profile
+from dat_deploy.trt.source import SourceModel, check_flavor, find_latest_export, read_source
+
+PLAN_FILE = "model.plan"
+SIDECAR_FILE = "dat_deploy.json"  # the repository's sidecar name (dat_deploy.export.repository.SIDECAR_NAME)
+FP16_ONNX_FILE = "model_fp16.onnx"
+VERSION = "1"
+
+
+@dataclass
+class BuildOptions:
+    onnx: Path | None = None  # None: the latest export in `output`
+    fp16: bool = False
+    min_batch: int = 1
+    opt_batch: int = 8
+    max_batch: int = 32
+    workspace_gb: float | None = None
+    timing_cache: Path | None = None  # None: a per-TensorRT-version cache under ~/.cache/dat-deploy
+    plugin_lib: Path | None = None  # None: dat_deploy.native.trt_plugin_library_path()
+    flavor: str = "plugin"
+    output: Path = Path("models")
+    name: str | None = None
+    overwrite: bool = False
+    show_progress: bool = True
+    verbose: bool = False
+
+
+@dataclass
+class EngineFolder:
+    """Where one engine's artifacts go."""
+
+    root: Path
+
+    @property
+    def plan(self) -> Path:
+        return self.root / VERSION / PLAN_FILE
+
+    @property
+    def sidecar(self) -> Path:
+        return self.root / SIDECAR_FILE
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.pbtxt"
+
+    @property
+    def readme(self) -> Path:
+        return self.root / "README.md"
+
+    @property
+    def fp16_onnx(self) -> Path:
+        return self.root / FP16_ONNX_FILE
+
+    def engine_files(self) -> list[Path]:
+        return [self.plan, self.sidecar, self.config, self.readme]
+
+
+@dataclass
+class PreparedBuild:
+    source: SourceModel
+    picked_latest: bool
+    precision: str
+    folder: EngineFolder
+    engine_onnx: Path  # what TensorRT parses: the source, or the fp16 graph
+    source_sha256: str
+    fp16_summary: dict[str, Any] | None = None
+    fp16_reused: bool = False
+
+
+@dataclass
+class BuildResult:
+    prepared: PreparedBuild
+    sidecar: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def folder(self) -> EngineFolder:
+        return self.prepared.folder
+
+
+def precision_name(fp16: bool) -> str:
+    return "fp16" if fp16 else "fp32"
+
+
+def default_timing_cache(tensorrt_version: str, compute_capability: str) -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dat-deploy"
+    return base / f"trt-{tensorrt_version}-sm{compute_capability.replace('.', '')}.timing-cache"
+
+
+def prepare_build(options: BuildOptions, log: Callable[[str], None] = print) -> PreparedBuild:
+    """Everything up to the TensorRT build: choose and check the source, write the fp16 graph."""
+    from dat_deploy.trt.loader import sha256_file  # noqa: PLC0415
+
+    if options.onnx is None:
+        source = find_latest_export(Path(options.output), options.flavor)
+        log(f"building the most recent {source.flavor}-flavour export: {source.path}")
+        picked = True
+    else:
+        source = read_source(Path(options.onnx))
+        picked = False
+    check_flavor(source, options.flavor)
+    Profile(source.input_name, (3, 1, 1), options.min_batch, options.opt_batch, options.max_batch)  # validates
+    if options.plugin_lib is not None and not Path(options.plugin_lib).is_file():
+        raise UserError(f"plugin library {options.plugin_lib} does not exist; check --plugin-lib.")
+    if options.flavor == "native" and options.plugin_lib is not None:
+        log("note: --plugin-lib is ignored for --flavor native (no plugin nodes)")
+
+    precision = precision_name(options.fp16)
+    name = options.name or source.name
+    if not name or "/" in name or name.startswith("."):
+        raise UserError(f"invalid model name {name!r}; pass --name with a plain folder name.")
+    folder = EngineFolder(Path(options.output) / f"{name}_trt_{precision}")
+    if not options.overwrite and folder.root.exists():
+        # A folder holding only the fp16 graph is what a build without TensorRT leaves: carry on from it.
+        existing = sorted(p for p in folder.root.rglob("*") if p.is_file() and p != folder.fp16_onnx)
+        if existing:
+            raise UserError(
+                f"{existing[0]} already exists. Pass --overwrite to replace the engine, or choose another --name/--output."
+            )
+    source_sha = sha256_file(source.path)
+    prepared = PreparedBuild(source, picked, precision, folder, source.path, source_sha)
+    if options.fp16:
+        _write_fp16_graph(prepared, options.overwrite, log)
+    return prepared
+
+
+def _write_fp16_graph(prepared: PreparedBuild, overwrite: bool, log: Callable[[str], None]) -> None:
+    import onnx  # noqa: PLC0415
+
+    from dat_deploy.atomic import atomic_path  # noqa: PLC0415
+    from dat_deploy.export.fp16 import convert_to_fp16, precision_summary  # noqa: PLC0415
+
+    target = prepared.folder.fp16_onnx
+    prepared.engine_onnx = target
+    if target.exists():
+        previous = onnx.load(str(target), load_external_data=False)
+        made_from = {p.key: p.value for p in previous.metadata_props}.get("fp16_source_sha256")
+        if made_from == prepared.source_sha256 and not overwrite:
+            log(f"reusing the fp16 graph {target} (converted from this same source)")
+            prepared.fp16_reused = True
+            prepared.fp16_summary = precision_summary(previous).as_dict()
+            return
+        if not overwrite:
+            raise UserError(
+                f"{target} already exists and was converted from another source. Pass --overwrite to replace it."
+            )
+    model = onnx.load(str(prepared.source.path))
+    converted = convert_to_fp16(model)
+    converted.metadata_props.add(key="fp16_source_sha256", value=prepared.source_sha256)
+    onnx.checker.check_model(converted)
+    with atomic_path(target, overwrite=True) as tmp:
+        onnx.save(converted, str(tmp))
+    summary = precision_summary(converted).as_dict()
+    prepared.fp16_summary = summary
+    log(
+        f"wrote the fp16 graph {target}: {sum(summary['fp16_nodes'].values())} fp16 nodes, "
+        f"{sum(summary['fp32_nodes'].values())} fp32 nodes, "
+        f"{summary['casts']['to_fp16'] + summary['casts']['to_fp32']} casts"
+    )
+
+
+def _resolve_plugin_library(options: BuildOptions, source: SourceModel) -> Path | None:
+    if options.flavor == "native":
+        return None
+    if options.plugin_lib is not None:
+        return Path(options.plugin_lib)
+    from dat_deploy.native import trt_plugin_library_path  # noqa: PLC0415
+
+    path = trt_plugin_library_path()  # a UserError that says how to build it when it is missing
+    return Path(path)
+
+
+def _io_dims(source: SourceModel) -> tuple[tuple[int, ...], dict[str, tuple[int, ...]]]:
+    def static(dims) -> tuple[int, ...]:
+        return tuple(d if isinstance(d, int) and d > 0 else -1 for d in dims)
+
+    input_dims = static(source.input_shape[1:])
+    outputs = {name: static(shape[1:]) for name, shape in zip(source.output_names, source.output_shapes)}
+    return input_dims, outputs
+
+
+def image_dims(source: SourceModel) -> tuple[int, int, int]:
+    channels, height, width = source.input_shape[1:]
+    size = int(source.metadata.get("input_size", 0) or 0)
+    height = height if isinstance(height, int) and height > 0 else size
+    width = width if isinstance(width, int) and width > 0 else size
+    if not (isinstance(channels, int) and channels > 0 and height and width):
+        raise UserError(
+            f"{source.path}: cannot tell the image size (input shape {source.input_shape}, no input_size metadata)."
+        )
+    return channels, height, width
+
+
+def build_trt(options: BuildOptions, log: Callable[[str], None] = print) -> BuildResult:
+    """The whole `build-trt`: prepare (no TensorRT needed), then build and write the engine folder."""
+    from dat_deploy.export.repository import write_model_folder  # noqa: PLC0415
+    from dat_deploy.trt.engine_builder import build_engine, device_description  # noqa: PLC0415
+    from dat_deploy.trt.loader import import_tensorrt, sha256_file  # noqa: PLC0415
+    from dat_deploy.trt.triton import config_text, plugin_readme, tensorrt_model_config  # noqa: PLC0415
+
+    prepared = prepare_build(options, log)
+    trt = import_tensorrt()  # stops here, with the install hint, where TensorRT is missing
+    plugin = _resolve_plugin_library(options, prepared.source)
+    source = prepared.source
+    profile = Profile(source.input_name, image_dims(source), options.min_batch, options.opt_batch, options.max_batch)
+    timing_cache = options.timing_cache
+    if timing_cache is None:
+        timing_cache = default_timing_cache(trt.__version__, device_description()["compute_capability"])
+    log(
+        f"building {prepared.precision} engine ({options.flavor} flavour) from {prepared.engine_onnx}, "
+        f"batch {options.min_batch}/{options.opt_batch}/{options.max_batch}"
+    )
+    built = build_engine(
+        prepared.engine_onnx,
+        profile,
+        plugin_library=plugin,
+        workspace_gb=options.workspace_gb,
+        timing_cache=timing_cache,
+        fp32_strict=True,
+        show_progress=options.show_progress,
+        verbose=options.verbose,
+    )
+    folder = prepared.folder
+    input_dims, outputs = _io_dims(source)
+    sidecar = {
+        "format": "dat-deploy tensorrt engine",
+        "name": folder.root.name,
+        "tensorrt_version": built.tensorrt_version,
+        **built.device,
+        "precision": prepared.precision,
+        "flavor": options.flavor,
+        "profile": {"input": source.input_name, **profile.shapes()},
+        "plugin_library": None if plugin is None else {"path": str(plugin.resolve()), "sha256": sha256_file(plugin)},
+        "source_onnx": {"path": str(source.path.resolve()), "sha256": prepared.source_sha256},
+        "engine_onnx": {"path": str(prepared.engine_onnx.resolve()), "sha256": sha256_file(prepared.engine_onnx)},
+        "fp16_summary": prepared.fp16_summary,
+        "build_seconds": round(built.seconds, 3),
+        "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "timing_cache": str(timing_cache),
+        "inputs": {source.input_name: list(input_dims)},
+        "outputs": {name: list(dims) for name, dims in outputs.items()},
+        "input_size": profile.image_dims[1],
+        "metadata": dict(source.metadata),
+    }
+    config = tensorrt_model_config(
+        folder.root.name, source.input_name, input_dims, outputs, options.max_batch, (options.opt_batch, options.max_batch)
+    )
+    files = {
+        f"{VERSION}/{PLAN_FILE}": built.plan,
+        SIDECAR_FILE: (json.dumps(sidecar, indent=2) + "\n").encode(),
+        "config.pbtxt": config_text(config).encode(),
+        "README.md": plugin_readme(folder.root.name, plugin, built.tensorrt_version).encode(),
+    }
+    if folder.fp16_onnx.is_file():
+        files[FP16_ONNX_FILE] = folder.fp16_onnx.read_bytes()
+    # The whole folder appears at once: Triton never sees a plan without its config.
+    write_model_folder(folder.root.parent, folder.root.name, files, overwrite=True)
+    log(f"wrote {folder.plan} ({len(built.plan) / 2**20:.1f} MiB, built in {built.seconds:.1f} s)")
+    return BuildResult(prepared, sidecar)
+
+
+def sidecar_path(plan_path: Path) -> Path | None:
+    """models/<name>/dat_deploy.json for models/<name>/<version>/model.plan, else <plan>.json."""
+    plan_path = Path(plan_path)
+    candidates = [plan_path.with_name(plan_path.name + ".json")]
+    if plan_path.parent.name.isdigit():
+        candidates.append(plan_path.parent.parent / SIDECAR_FILE)
+    candidates.append(plan_path.parent / SIDECAR_FILE)
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def read_sidecar(plan_path: Path) -> dict[str, Any] | None:
+    """The JSON build-trt wrote for a plan, or None when there is none."""
+    path = sidecar_path(plan_path)
+    if path is None:
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"engine sidecar {path} is unreadable ({exc}); rebuild the engine with build-trt.") from None

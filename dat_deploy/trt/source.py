@@ -1,0 +1,151 @@
+"""The ONNX model an engine is built from: finding the latest export, and checking its flavour and opset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dat_deploy.errors import UserError
+
+FLAVORS = ("plugin", "native")
+DAT_DOMAIN = "dat"
+# TensorRT's ONNX parser maps GridSample-20 mode="linear" to NEAREST without a word
+# (NVIDIA/TensorRT#4646, onnx/onnx-tensorrt PR #1060): the native flavour needs opset <= 19.
+MAX_NATIVE_OPSET = 19
+
+
+@dataclass
+class SourceModel:
+    path: Path
+    name: str  # the model's name in the repository (models/<name>/1/model.onnx -> <name>)
+    flavor: str  # "plugin" (dat custom nodes) or "native" (standard GridSample)
+    opset: int
+    metadata: dict[str, str] = field(default_factory=dict)
+    input_name: str = "input"
+    input_shape: tuple = ()  # ints, or strings for symbolic dims
+    output_names: tuple[str, ...] = ()
+    output_shapes: tuple[tuple, ...] = ()
+    grid_sample_modes: tuple[str, ...] = ()
+
+    @property
+    def is_fp16(self) -> bool:
+        return self.metadata.get("precision") == "fp16"
+
+
+def _dims(value_info) -> tuple:
+    dims = []
+    for dim in value_info.type.tensor_type.shape.dim:
+        dims.append(dim.dim_value if dim.HasField("dim_value") else (dim.dim_param or "?"))
+    return tuple(dims)
+
+
+def model_name_for(path: Path) -> str:
+    """models/<name>/<version>/model.onnx -> <name>; anything else -> the file stem."""
+    path = Path(path)
+    if path.parent.name.isdigit() and path.parent.parent.name:
+        name = path.parent.parent.name
+    else:
+        name = path.stem
+    return name[: -len("_onnx")] if name.endswith("_onnx") and len(name) > len("_onnx") else name
+
+
+def read_source(path: Path) -> SourceModel:
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"ONNX file {path} does not exist. Export one with `dat-deploy export`, or check the path.")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - any parse failure means the file is not an ONNX model
+        raise UserError(f"{path} is not a readable ONNX model ({exc}). Re-export it with `dat-deploy export`.") from None
+    graph = model.graph
+    metadata = {p.key: p.value for p in model.metadata_props}
+    has_dat_nodes = any(node.domain == DAT_DOMAIN for node in graph.node)
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    initializers = {init.name for init in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if not inputs:
+        raise UserError(f"{path} has no graph input; it is not an image classifier export.")
+    modes = tuple(
+        next((a.s.decode() for a in node.attribute if a.name == "mode"), "bilinear")
+        for node in graph.node
+        if node.op_type == "GridSample"
+    )
+    return SourceModel(
+        path=path,
+        name=model_name_for(path),
+        flavor="plugin" if has_dat_nodes else "native",
+        opset=opset,
+        metadata=metadata,
+        input_name=inputs[0].name,
+        input_shape=_dims(inputs[0]),
+        output_names=tuple(o.name for o in graph.output),
+        output_shapes=tuple(_dims(o) for o in graph.output),
+        grid_sample_modes=modes,
+    )
+
+
+def check_flavor(source: SourceModel, flavor: str) -> None:
+    """Refuse a graph that the requested flavour cannot build correctly, saying what to export instead."""
+    if flavor not in FLAVORS:
+        raise UserError(f"unknown flavour {flavor!r}; choose one of {', '.join(FLAVORS)}.")
+    if source.is_fp16:
+        raise UserError(
+            f"{source.path} is already an fp16 graph; pass the fp32 export (build-trt --fp16 converts it itself)."
+        )
+    if flavor == "plugin" and source.flavor != "plugin":
+        raise UserError(
+            f"{source.path} is the standard flavour (GridSample nodes, no `dat` plugin nodes). Export the plugin "
+            "flavour (`dat-deploy export --flavor plugin`) or build this one with --flavor native."
+        )
+    if flavor == "native":
+        if source.flavor == "plugin":
+            raise UserError(
+                f"{source.path} has `dat` plugin nodes; --flavor native needs the standard export "
+                "(`dat-deploy export --flavor standard --opset 18`)."
+            )
+        if source.opset > MAX_NATIVE_OPSET and source.grid_sample_modes:
+            raise UserError(
+                f"{source.path} uses opset {source.opset} with GridSample mode={source.grid_sample_modes[0]!r}: "
+                "TensorRT's ONNX parser silently samples NEAREST for opset-20 'linear' (NVIDIA/TensorRT#4646). "
+                f"Re-export with opset {MAX_NATIVE_OPSET} or lower (`dat-deploy export --opset 18`), or use --flavor plugin."
+            )
+    if len(source.input_shape) != 4:
+        raise UserError(f"{source.path}: input {source.input_name!r} has shape {source.input_shape}, expected NCHW.")
+
+
+def _candidates(models_dir: Path) -> list[Path]:
+    found = []
+    for path in models_dir.glob("*/*/model.onnx"):
+        folder = path.parent.parent.name
+        if path.parent.name.isdigit() and "_trt_" not in folder and not folder.startswith("."):
+            found.append(path)
+    found += [p for p in models_dir.glob("*.onnx")]
+    return found
+
+
+def find_latest_export(models_dir: Path, flavor: str) -> SourceModel:
+    """The model most recently exported into `models_dir` (Triton layout) whose flavour fits."""
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        raise UserError(f"model folder {models_dir} does not exist. Export a model first (`dat-deploy export`).")
+    candidates = sorted(_candidates(models_dir), key=lambda p: p.stat().st_mtime, reverse=True)
+    if not candidates:
+        raise UserError(
+            f"no exported model in {models_dir} (looked for {models_dir}/<name>/<version>/model.onnx). "
+            "Export one with `dat-deploy export`, or pass the ONNX path."
+        )
+    skipped = []
+    for path in candidates:
+        source = read_source(path)
+        if source.is_fp16:
+            continue
+        if source.flavor == flavor:
+            return source
+        skipped.append(f"{path} ({source.flavor})")
+    wanted = "the plugin flavour (`dat-deploy export --flavor plugin`)" if flavor == "plugin" else "the standard flavour"
+    raise UserError(
+        f"no export of {wanted} in {models_dir}; found only {', '.join(skipped) or 'fp16 graphs'}. "
+        f"Export one, pass the ONNX path, or choose --flavor {'native' if flavor == 'plugin' else 'plugin'}."
+    )
