@@ -65,7 +65,8 @@ def predict_command(
     for warning in info.warnings:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     table = Table(title=f"{info.variant or info.source} on {getattr(classifier.backend, 'name', 'backend')}")
-    for column in ("image", "rank", "class", "index", "probability"):
+    table.add_column("image", overflow="fold")
+    for column in ("rank", "class", "index", "probability"):
         table.add_column(column)
     for prediction in predictions:
         for rank, (index, label, prob) in enumerate(

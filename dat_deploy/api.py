@@ -1,0 +1,372 @@
+"""The Python API for services: one `Classifier` per model, shared by every thread of the service.
+
+    clf = Classifier.from_artifact("models/dat_t_onnx")      # ONNX or TensorRT engine + its metadata
+    preds = clf.predict(["cat.jpg", "dog.png"], topk=5)      # labels, indices, probabilities
+    logits = clf.predict_batch(batch)                         # (N, 3, S, S) float32 -> (N, classes)
+
+Concurrency model: a Classifier holds ONE inference session. With onnxruntime, concurrent
+`predict` / `predict_batch` calls from many threads run in parallel on that session
+(`InferenceSession.run` is thread-safe; each call gets its own inputs and outputs), so a threaded
+web server shares one Classifier and nothing else. Preprocessing is pure and runs in the calling
+thread. The PyTorch and TensorRT backends are called under a lock (a TensorRT execution context
+must not run two batches at once): still safe to share, but calls are serialised. For more
+throughput than one session gives, run several processes or Triton with instance groups.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from dat_deploy.errors import UserError
+from dat_deploy.labels import class_names
+from dat_deploy.preprocess import ImageLike, as_rgb_image, preprocess, validate_batch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+ONNX_SUFFIXES = (".onnx",)
+ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
+
+RANDOM_LABELS_NOTICE = (
+    "this model has seeded random weights (no checkpoint): its labels are meaningless. "
+    "Export or load an official checkpoint (--weights) for real predictions."
+)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a Classifier needs to know about its model: preprocessing, head size, provenance."""
+
+    variant: str | None
+    input_size: int
+    resize_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    num_classes: int
+    random_weights: bool
+    weights_sha256: str | None = None
+    random_init_seed: int | None = None
+    source: str = ""
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Top-k classes of one image, best first."""
+
+    source: str
+    indices: tuple[int, ...]
+    labels: tuple[str, ...]
+    probabilities: tuple[float, ...]
+    random_weights: bool = False
+    notice: str | None = field(default=None, repr=False)
+
+    @property
+    def label(self) -> str:
+        return self.labels[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["top"] = [
+            {"index": i, "label": label, "probability": p}
+            for i, label, p in zip(self.indices, self.labels, self.probabilities)
+        ]
+        for key in ("indices", "labels", "probabilities"):
+            data.pop(key)
+        if data["notice"] is None:
+            data.pop("notice")
+        return data
+
+
+class Classifier:
+    """A model plus its preprocessing and class names; safe to share between threads (see module doc)."""
+
+    def __init__(self, backend: Any, info: ModelInfo, keepalive: Any = None):
+        self.backend = backend
+        self.info = info
+        self.labels = class_names(info.num_classes)
+        self._keepalive = keepalive  # e.g. the temporary folder of an on-the-fly export
+        concurrent = getattr(backend, "thread_safe", None)
+        if concurrent is None:
+            concurrent = str(getattr(backend, "name", "")).startswith("ort")
+        self._lock = contextlib.nullcontext() if concurrent else threading.Lock()
+
+    # ---- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_artifact(cls, path: str | os.PathLike, providers: Sequence[str] | None = None) -> "Classifier":
+        """Load an ONNX model or a TensorRT engine (file, or a Triton model folder) with its metadata."""
+        artifact = resolve_artifact(Path(path))
+        if artifact.suffix in ONNX_SUFFIXES:
+            from dat_deploy.runtime import OrtBackend  # registers the dat custom-op library when needed
+
+            backend = OrtBackend(artifact, providers=list(providers) if providers else None)
+            session = backend.session
+            graph_size = _static(session.get_inputs()[0].shape, 2)
+            graph_classes = _static(session.get_outputs()[0].shape, 1)
+            info = read_model_info(artifact, dict(backend.metadata), graph_size, graph_classes)
+        else:
+            from dat_deploy.runtime.tensorrt_backend import TensorRTBackend  # imports tensorrt lazily
+
+            info = read_model_info(artifact)
+            backend = TensorRTBackend(artifact)
+        return cls(backend, info)
+
+    @classmethod
+    def from_variant(
+        cls,
+        variant: str,
+        weights: str | os.PathLike | None = None,
+        backend: str = "torch",
+        seed: int | None = None,
+    ) -> "Classifier":
+        """A registered variant in PyTorch (`backend="torch"`) or exported on the fly to onnxruntime ("ort")."""
+        from dat_deploy.model import create_model, get_variant
+
+        spec = get_variant(variant)
+        kwargs = {} if seed is None else {"seed": seed}
+        if backend == "torch":
+            from dat_deploy.runtime import TorchBackend
+
+            model = create_model(variant, weights=weights, **kwargs)
+            provenance = getattr(model, "provenance", {}) or {}
+            info = ModelInfo(
+                variant=variant, input_size=spec.input_size, resize_size=spec.resize_size,
+                mean=tuple(spec.mean), std=tuple(spec.std), num_classes=spec.num_classes,
+                random_weights=weights is None,
+                weights_sha256=provenance.get("weights_sha256"),
+                random_init_seed=provenance.get("random_init_seed"),
+                source=f"{variant} (PyTorch)",
+            )
+            return cls(TorchBackend(model), info)
+        if backend == "ort":
+            from dat_deploy.export import export_onnx
+
+            folder = tempfile.TemporaryDirectory(prefix=f"dat-deploy-{variant}-")
+            onnx_path = Path(folder.name) / f"{variant}.onnx"
+            export_onnx(variant, onnx_path, weights=weights, **kwargs)
+            classifier = cls.from_artifact(onnx_path)
+            classifier._keepalive = folder
+            return classifier
+        raise UserError(f"unknown backend {backend!r} for --variant: choose torch or ort (engines load with --model).")
+
+    # ---- inference ----------------------------------------------------------------------------
+
+    @property
+    def notice(self) -> str | None:
+        return RANDOM_LABELS_NOTICE if self.info.random_weights else None
+
+    def preprocess(self, images: Iterable[ImageLike]) -> np.ndarray:
+        info = self.info
+        return preprocess(images, info.input_size, info.resize_size, info.mean, info.std)
+
+    def predict_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Logits (N, num_classes) float32 for a preprocessed (N, 3, S, S) float32 batch."""
+        batch = validate_batch(batch, self.info.input_size)
+        with self._lock:
+            outputs = self.backend.run(batch)
+        logits = outputs[self.backend.output_names[0]] if isinstance(outputs, dict) else outputs
+        return np.asarray(logits, dtype=np.float32)
+
+    def predict(self, images: ImageLike | Sequence[Any], topk: int = 5, batch_size: int = 16) -> list[Prediction]:
+        """Top-k classes for images: paths, PIL images, uint8 arrays, or (name, image) pairs."""
+        items = _as_list(images)
+        if not items:
+            raise UserError("no images given to predict.")
+        if topk < 1:
+            raise UserError(f"topk must be at least 1, got {topk}.")
+        if batch_size < 1:
+            raise UserError(f"batch size must be at least 1, got {batch_size}.")
+        topk = min(topk, self.info.num_classes)
+        results: list[Prediction] = []
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            names = [_source_name(item, start + i) for i, item in enumerate(chunk)]
+            images_rgb = [as_rgb_image(item[1] if isinstance(item, tuple) else item) for item in chunk]
+            probabilities = softmax(self.predict_batch(self.preprocess(images_rgb)))
+            for name, probs in zip(names, probabilities):
+                order = np.argsort(-probs, kind="stable")[:topk]
+                results.append(Prediction(
+                    source=name,
+                    indices=tuple(int(i) for i in order),
+                    labels=tuple(self.labels[i] for i in order),
+                    probabilities=tuple(float(probs[i]) for i in order),
+                    random_weights=self.info.random_weights,
+                    notice=self.notice,
+                ))
+        return results
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def _as_list(images: Any) -> list:
+    if isinstance(images, (str, os.PathLike, np.ndarray)) or hasattr(images, "getpixel"):
+        return [images]
+    return list(images)
+
+
+def _source_name(item: Any, index: int) -> str:
+    if isinstance(item, tuple):
+        return str(item[0])
+    if isinstance(item, (str, os.PathLike)):
+        return str(item)
+    return getattr(item, "filename", "") or f"image[{index}]"
+
+
+# ---- artifacts and their metadata ---------------------------------------------------------------
+
+
+def resolve_artifact(path: Path) -> Path:
+    """A model file, or the model file inside a Triton model folder (highest numeric version)."""
+    if not path.exists():
+        raise UserError(f"model {path} does not exist. Export one with `dat-deploy export`, or check the path.")
+    if path.is_file():
+        if path.suffix not in ONNX_SUFFIXES + ENGINE_SUFFIXES:
+            raise UserError(f"{path} is neither an ONNX model (.onnx) nor a TensorRT engine (.plan/.engine).")
+        return path
+    versions = sorted((p for p in path.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    for folder in [*reversed(versions), path]:
+        for suffix in ONNX_SUFFIXES + ENGINE_SUFFIXES:
+            candidates = sorted(folder.glob(f"*{suffix}"))
+            if candidates:
+                return candidates[0]
+    raise UserError(f"{path} holds no model.onnx or model.plan (also looked in its numeric version folders).")
+
+
+def read_model_info(
+    artifact: Path,
+    meta: dict[str, Any] | None = None,
+    graph_input_size: int | None = None,
+    graph_classes: int | None = None,
+) -> ModelInfo:
+    """Preprocessing and provenance from the ONNX metadata_props, or the JSON sidecar for engines."""
+    if meta is None:
+        meta = {}
+        if artifact.suffix in ONNX_SUFFIXES:
+            meta, graph_input_size, graph_classes = _read_onnx_metadata(artifact)
+    sidecar = _find_sidecar(artifact)
+    if sidecar is not None:
+        for key, value in _read_json(sidecar).items():
+            meta.setdefault(key, value)
+    return _model_info(meta, artifact, graph_input_size, graph_classes)
+
+
+def _read_onnx_metadata(path: Path) -> tuple[dict[str, str], int | None, int | None]:
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - any parse failure means the file is not usable
+        raise UserError(f"{path} is not a readable ONNX model ({exc}). Re-export it.") from None
+    meta = {p.key: p.value for p in model.metadata_props}
+
+    def dim(value_info, axis):
+        dims = value_info.type.tensor_type.shape.dim
+        return dims[axis].dim_value if len(dims) > axis and dims[axis].dim_value > 0 else None
+
+    size = dim(model.graph.input[0], 2) if model.graph.input else None
+    classes = dim(model.graph.output[0], 1) if model.graph.output else None
+    return meta, size, classes
+
+
+def _find_sidecar(artifact: Path) -> Path | None:
+    folder = artifact.parent
+    candidates = [artifact.with_suffix(".json"), Path(str(artifact) + ".json"), folder / "dat_deploy.json"]
+    if folder.name.isdigit():  # Triton layout: models/<name>/<version>/model.*, sidecar next to config.pbtxt
+        candidates += [folder.parent / "dat_deploy.json", *sorted(folder.parent.glob("*.json"))]
+    for candidate in candidates:
+        if candidate.is_file() and "input_size" in _read_json(candidate):
+            return candidate
+    return None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if isinstance(data, dict) and isinstance(data.get("metadata"), dict):
+        data = {**data["metadata"], **{k: v for k, v in data.items() if k != "metadata"}}
+    return data if isinstance(data, dict) else {}
+
+
+def _model_info(meta: dict[str, Any], artifact: Path, graph_size: int | None, graph_classes: int | None) -> ModelInfo:
+    warnings: list[str] = []
+    variant = str(meta["variant"]) if meta.get("variant") else None
+    spec = None
+    if variant is not None:
+        from dat_deploy.model.variants import VARIANTS
+
+        spec = VARIANTS.get(variant)
+
+    input_size = _as_int(meta.get("input_size")) or graph_size or (spec.input_size if spec else None)
+    if input_size is None:
+        raise UserError(
+            f"{artifact} says nothing about its input size (no input_size metadata, dynamic spatial dims). "
+            "Re-export it with `dat-deploy export`, which records the preprocessing."
+        )
+    resize_size = _as_int(meta.get("resize_size"))
+    if resize_size is None:
+        resize_size = spec.resize_size if spec and spec.input_size == input_size else int(256 / 224 * input_size)
+        warnings.append(f"no resize_size in the metadata; using {resize_size}")
+    mean = _as_floats(meta.get("mean"), 3)
+    std = _as_floats(meta.get("std"), 3)
+    if mean is None or std is None:
+        warnings.append("no mean/std in the metadata; using the ImageNet defaults")
+    num_classes = _as_int(meta.get("num_classes")) or graph_classes or (spec.num_classes if spec else 1000)
+    sha = meta.get("weights_sha256") or None
+    seed = _as_int(meta.get("random_init_seed"))
+    return ModelInfo(
+        variant=variant,
+        input_size=input_size,
+        resize_size=resize_size,
+        mean=mean or IMAGENET_MEAN,
+        std=std or IMAGENET_STD,
+        num_classes=num_classes,
+        random_weights=sha is None and seed is not None,
+        weights_sha256=str(sha) if sha else None,
+        random_init_seed=seed,
+        source=str(artifact),
+        warnings=tuple(warnings),
+    )
+
+
+def _as_int(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def _as_floats(value: Any, count: int) -> tuple[float, ...] | None:
+    """Accepts a list, a JSON list string, or "a,b,c" / "a b c"."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().strip("[]()")
+        parts = [p for p in text.replace(",", " ").split() if p]
+    else:
+        parts = list(value)
+    try:
+        floats = tuple(float(p) for p in parts)
+    except (TypeError, ValueError):
+        return None
+    return floats if len(floats) == count else None
+
+
+def _static(shape: Sequence[Any], axis: int) -> int | None:
+    return shape[axis] if len(shape) > axis and isinstance(shape[axis], int) and shape[axis] > 0 else None
