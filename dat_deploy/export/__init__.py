@@ -1,0 +1,141 @@
+"""Export a DAT checkpoint to ONNX, prove it against PyTorch, and write it into the model repository.
+
+    result = export_onnx("dat_t", output_dir="models")      # models/dat_t/1/model.onnx + config.pbtxt
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import onnx
+
+from dat_deploy.errors import UserError
+from dat_deploy.export.onnx_export import DEFAULT_OPSET, TraceOptions, export_model
+from dat_deploy.export.repository import SIDECAR_NAME, write_model_folder
+from dat_deploy.model import create_model, get_variant
+from dat_deploy.parity.compare import TOLERANCES
+from dat_deploy.parity.inputs import random_case
+from dat_deploy.parity.report import ParityReport, run_parity
+from dat_deploy.runtime.names import INPUT_NAME
+from dat_deploy.runtime.onnxruntime_backend import OrtBackend
+from dat_deploy.runtime.torch_backend import TorchBackend
+from dat_deploy import triton_config
+
+DEFAULT_MAX_BATCH = 32
+
+
+@dataclass
+class ExportResult:
+    folder: Path
+    onnx_path: Path
+    name: str
+    parity: ParityReport
+    seconds: float
+    metadata: dict
+
+
+def default_name(variant: str, flavor: str, features: bool, dynamic_hw: bool) -> str:
+    parts = [variant]
+    if flavor != "standard":
+        parts.append(flavor)
+    if features:
+        parts.append("features")
+    if dynamic_hw:
+        parts.append("dynhw")
+    return "_".join(parts)
+
+
+def _triton_config(name: str, model_proto: onnx.ModelProto, batch: int | None, op_library: str | None):
+    def dims(value_info) -> list[int]:
+        shape = [d.dim_value if d.dim_value else -1 for d in value_info.type.tensor_type.shape.dim]
+        return shape[1:] if batch is None else shape
+
+    inputs = [triton_config.tensor_config(i.name, dims(i)) for i in model_proto.graph.input]
+    outputs = [triton_config.tensor_config(o.name, dims(o)) for o in model_proto.graph.output]
+    return triton_config.model_config(
+        name, "onnxruntime_onnx", inputs, outputs,
+        max_batch_size=DEFAULT_MAX_BATCH if batch is None else 0,
+        op_library=op_library, preferred_batch_sizes=[8, 16, 32],
+    )
+
+
+def verify_against_torch(model, onnx_bytes: bytes, batches: list[int], hw_sizes: list[tuple[int, int]],
+                         tolerance_name: str = "fp32") -> ParityReport:
+    """Run the fresh graph in onnxruntime CPU against PyTorch on seeded random inputs."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "candidate.onnx"
+        path.write_bytes(onnx_bytes)
+        candidate = OrtBackend(path)
+        cases = [random_case(b, h, w, seed=17) for b in batches for (h, w) in hw_sizes]
+        return run_parity(TorchBackend(model), [candidate], cases, TOLERANCES[tolerance_name])
+
+
+def export_onnx(
+    variant: str,
+    output_dir: str | Path = "models",
+    name: str | None = None,
+    weights: str | Path | None = None,
+    seed: int = 0,
+    opset: int = DEFAULT_OPSET,
+    batch: int | None = None,
+    flavor: str = "standard",
+    features: bool = False,
+    dynamic_hw: bool = False,
+    overwrite: bool = False,
+    on_step: Callable[[str], None] = lambda _msg: None,
+) -> ExportResult:
+    """Export, verify against PyTorch, then write models/<name>/ atomically. Raises UserError on failure."""
+    start = time.perf_counter()
+    spec = get_variant(variant)
+    name = name or default_name(variant, flavor, features, dynamic_hw)
+    final_folder = Path(output_dir) / name
+    if final_folder.exists() and not overwrite:
+        raise UserError(f"{final_folder} already exists. Pass --overwrite to replace it, or choose another --name.")
+    on_step("building the PyTorch model")
+    model = create_model(variant, weights=weights, seed=seed, features_only=features)
+    options = TraceOptions(opset=opset, batch=batch, flavor=flavor, dynamic_hw=dynamic_hw)
+    on_step(f"tracing with torch.onnx (dynamo, opset {opset}, {flavor} flavour)")
+    proto = export_model(model, variant, options)
+    data = proto.SerializeToString()
+
+    on_step("checking the graph against PyTorch in onnxruntime")
+    batches = [batch] if batch else [1, 3]
+    size = spec.input_size
+    hw_sizes = [(size, size)] + ([(256, 320)] if dynamic_hw else [])
+    parity = verify_against_torch(model, data, batches, hw_sizes)
+    if not parity.passed:
+        worst = max((o.max_abs for r in parity.results for o in r.outputs), default=float("nan"))
+        raise UserError(f"the exported graph of {variant} does not match PyTorch (max abs {worst:.3g}); nothing was written. "
+                        f"Run `dat-deploy validate --bisect` on a --no-check export to find where it diverges.")
+
+    metadata = {p.key: p.value for p in proto.metadata_props}
+    op_library = None
+    if flavor == "plugin":
+        op_library = "libdat_ort_ops.so"  # resolved by Triton relative to its LD_LIBRARY_PATH; see `dat-deploy triton`
+    config = _triton_config(name, proto, batch, op_library)
+    sidecar = {
+        "name": name,
+        "variant": variant,
+        "format": "onnx",
+        "input": INPUT_NAME,
+        "outputs": [o.name for o in proto.graph.output],
+        "metadata": metadata,
+        "export_seconds": None,  # filled below; kept out of the ONNX so files stay byte-identical
+        "parity": parity.to_dict(),
+    }
+    on_step(f"writing {final_folder}")
+    sidecar["export_seconds"] = round(time.perf_counter() - start, 2)
+    folder = write_model_folder(Path(output_dir), name, {
+        "1/model.onnx": data,
+        "config.pbtxt": triton_config.to_text(config).encode(),
+        SIDECAR_NAME: json.dumps(sidecar, indent=2, default=float).encode(),
+    }, overwrite=overwrite)
+    return ExportResult(folder, folder / "1" / "model.onnx", name, parity, sidecar["export_seconds"], metadata)
+
+
+__all__ = ["ExportResult", "export_onnx", "verify_against_torch", "DEFAULT_OPSET"]

@@ -1,0 +1,187 @@
+"""PyTorch -> ONNX: trace with torch's dynamo exporter, simplify with onnxslim, check, stamp metadata.
+
+Facts that shape this module (shared/reference/onnxruntime.md):
+* the example batch is >= 2, otherwise torch.export silently freezes the batch dimension;
+* the standard flavour defaults to opset 18: TensorRT's parser maps opset-20 GridSample
+  `linear` to nearest, and the dynamo exporter has no implementations below 18 (17 is
+  down-converted by onnx);
+* the plugin flavour routes both sampling ops through torch custom ops that become `dat` nodes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from typing import Iterator
+
+import onnx
+import torch
+from torch import nn
+
+import dat_deploy
+from dat_deploy.errors import UserError
+from dat_deploy.export.graph_checks import check_and_infer, require_symbolic_batch
+from dat_deploy.model import get_variant
+from dat_deploy.runtime.names import FEATURE_NAMES, INPUT_NAME, LOGITS_NAME
+
+DEFAULT_OPSET = 18
+EXAMPLE_BATCH = 2
+MAX_DYNAMIC_BATCH = 1024
+MIN_DYNAMIC_SIDE = 64  # DAT++ divides by (H - 1) of the smallest maps: below 64 px they degenerate
+FLAVORS = ("standard", "plugin")
+
+
+@dataclass(frozen=True)
+class TraceOptions:
+    opset: int = DEFAULT_OPSET
+    batch: int | None = None  # None: dynamic batch
+    flavor: str = "standard"
+    dynamic_hw: bool = False
+    bisect: bool = False  # also output stage maps and deformable positions
+
+
+class BisectOutputs(nn.Module):
+    """Logits plus every stage map and every deformable block's sampling positions, for --bisect."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor):
+        stages: list[torch.Tensor] = []
+        hooks = [stage.register_forward_hook(lambda _m, _i, out: stages.append(out)) for stage in self.model.stages]
+        try:
+            logits, positions, _ = self.model(x, return_positions=True)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return (logits, *stages, *positions)
+
+
+def output_names(model: nn.Module, bisect: bool) -> list[str]:
+    if getattr(model, "features_only", False):
+        return list(FEATURE_NAMES)
+    names = [LOGITS_NAME]
+    if bisect:
+        deformable = sum(type(a).__name__ == "DeformableAttention" for s in model.stages for a in s.attns)
+        names += FEATURE_NAMES + [f"positions{i}" for i in range(deformable)]
+    return names
+
+
+def _dynamic_shapes(options: TraceOptions) -> dict | None:
+    dims: dict[int, torch.export.Dim] = {}
+    if options.batch is None:
+        dims[0] = torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)
+    if options.dynamic_hw:
+        dims[2] = torch.export.Dim("height", min=MIN_DYNAMIC_SIDE, max=4096)
+        dims[3] = torch.export.Dim("width", min=MIN_DYNAMIC_SIDE, max=4096)
+    return {"x": dims} if dims else None
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter prints progress and deprecation chatter that would drown our own output."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _plugin_context(flavor: str):
+    if flavor == "standard":
+        return contextlib.nullcontext(), None
+    from dat_deploy.export import plugin_ops
+
+    return plugin_ops.plugin_sampling(), plugin_ops.custom_translation_table()
+
+
+def trace_to_onnx(model: nn.Module, input_size: tuple[int, int], options: TraceOptions) -> onnx.ModelProto:
+    """Export `model` and return the raw (unsimplified) ONNX model."""
+    if options.flavor not in FLAVORS:
+        raise UserError(f"unknown flavour {options.flavor!r}; choose one of {', '.join(FLAVORS)}.")
+    module = BisectOutputs(model) if options.bisect else model
+    batch = options.batch or EXAMPLE_BATCH
+    example = torch.randn(batch, 3, *input_size, generator=torch.Generator().manual_seed(0))
+    sampling_context, translation = _plugin_context(options.flavor)
+    with _quiet_exporter(), sampling_context, torch.no_grad():
+        program = torch.onnx.export(
+            module,
+            (example,),
+            dynamo=True,
+            opset_version=options.opset,
+            input_names=[INPUT_NAME],
+            output_names=output_names(model, options.bisect),
+            dynamic_shapes=_dynamic_shapes(options),
+            custom_translation_table=translation,
+            external_data=False,
+            optimize=True,
+            verify=False,
+        )
+    return program.model_proto
+
+
+def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+    import onnxslim
+
+    with _quiet_exporter():
+        slimmed = onnxslim.slim(model)
+    return slimmed if slimmed is not None else model
+
+
+def stamp_metadata(model: onnx.ModelProto, entries: dict[str, object]) -> None:
+    """Replace metadata_props with `entries` (non-strings as JSON), in a fixed order for byte-stable files."""
+    del model.metadata_props[:]
+    for key in sorted(entries):
+        value = entries[key]
+        prop = model.metadata_props.add()
+        prop.key = key
+        prop.value = value if isinstance(value, str) else json.dumps(value)
+    model.producer_name = "dat-deploy"
+    model.producer_version = dat_deploy.__version__
+    model.doc_string = ""
+
+
+def export_model(model: nn.Module, variant: str, options: TraceOptions, input_size: tuple[int, int] | None = None,
+                 provenance: dict | None = None) -> onnx.ModelProto:
+    """Trace, simplify, check and stamp. The graph is not yet validated numerically."""
+    spec = get_variant(variant)
+    if options.dynamic_hw and spec.family != "dat_pp":
+        raise UserError(f"--dynamic-hw needs a DAT++ variant: {variant} (DAT) only runs at {spec.input_size}x{spec.input_size}.")
+    if options.flavor == "standard" and options.opset >= 20:
+        warnings.warn(f"opset {options.opset}: TensorRT's ONNX parser maps GridSample 'linear' to nearest; use <= 19 for TensorRT.")
+    size = input_size or (spec.input_size, spec.input_size)
+    raw = trace_to_onnx(model, size, options)
+    slim = simplify(raw)
+    checked = check_and_infer(slim)
+    if options.batch is None:
+        require_symbolic_batch(checked)
+    metadata = {
+        "variant": variant,
+        "family": spec.family,
+        "input_size": spec.input_size,
+        "resize_size": spec.resize_size,
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "num_classes": spec.num_classes,
+        "opset": options.opset,
+        "flavor": options.flavor,
+        "outputs": "features" if getattr(model, "features_only", False) else "logits",
+        "dynamic_batch": options.batch is None,
+        "dynamic_hw": options.dynamic_hw,
+        "dat_deploy_version": dat_deploy.__version__,
+        **(provenance or getattr(model, "provenance", {})),
+    }
+    metadata.pop("weights", None)  # a local path would make files differ between machines
+    stamp_metadata(checked, metadata)
+    return checked

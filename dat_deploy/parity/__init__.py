@@ -1,0 +1,1 @@
+"""Parity: compare backends against the PyTorch fp32 reference, Polygraphy-style."""

@@ -1,0 +1,36 @@
+"""The inputs parity runs on: seeded random batches and the embedded sample photos."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class InputCase:
+    name: str
+    batch: np.ndarray  # float32 (N, 3, H, W)
+
+
+def random_case(batch: int, height: int, width: int, seed: int = 0) -> InputCase:
+    rng = np.random.default_rng(seed + batch)
+    return InputCase(f"random b{batch}", rng.standard_normal((batch, 3, height, width), dtype=np.float32))
+
+
+def image_case(batch: int, input_size: int, resize_size: int, mean, std) -> InputCase:
+    """The sample photos preprocessed as the official evaluation does, cycled to `batch` images."""
+    from dat_deploy.preprocess import preprocess, sample_images
+
+    photos = [img for _, img in sample_images()]
+    tensors = preprocess(photos, input_size, resize_size, mean, std)
+    return InputCase(f"images b{batch}", tensors[np.arange(batch) % len(tensors)])
+
+
+def default_cases(batches: list[int], input_size: int, resize_size: int, mean, std, images: bool = True,
+                  seed: int = 0, hw: tuple[int, int] | None = None) -> list[InputCase]:
+    height, width = hw or (input_size, input_size)
+    cases = [random_case(b, height, width, seed) for b in batches]
+    if images and hw is None:
+        cases += [image_case(b, input_size, resize_size, mean, std) for b in batches]
+    return cases

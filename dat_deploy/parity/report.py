@@ -1,0 +1,100 @@
+"""Running backends against the reference and reporting the result as a table and JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from dat_deploy import atomic
+from dat_deploy.parity.compare import OutputComparison, Tolerance, compare_output
+from dat_deploy.parity.inputs import InputCase
+from dat_deploy.runtime.base import Backend
+from dat_deploy.runtime.names import LOGITS_NAME
+
+
+@dataclass
+class CaseResult:
+    backend: str
+    case: str
+    batch: int
+    outputs: list[OutputComparison]
+
+    @property
+    def passed(self) -> bool:
+        return all(o.passed for o in self.outputs)
+
+
+@dataclass
+class ParityReport:
+    reference: str
+    tolerance: Tolerance
+    precision: str
+    results: list[CaseResult] = field(default_factory=list)
+    bisect: dict | None = None
+    context: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.results) and all(r.passed for r in self.results)
+
+    def to_dict(self) -> dict:
+        return {
+            "passed": self.passed,
+            "reference": self.reference,
+            "precision": self.precision,
+            "tolerance": self.tolerance.__dict__,
+            "context": self.context,
+            "results": [
+                {"backend": r.backend, "case": r.case, "batch": r.batch, "passed": r.passed,
+                 "outputs": [o.to_dict() for o in r.outputs]}
+                for r in self.results
+            ],
+            "bisect": self.bisect,
+        }
+
+    def write_json(self, path: Path) -> Path:
+        return atomic.write_text(path, json.dumps(self.to_dict(), indent=2, default=float), overwrite=True)
+
+
+def run_parity(reference: Backend, candidates: list[Backend], cases: list[InputCase], tol: Tolerance,
+               precision: str = "fp32", on_step=None) -> ParityReport:
+    report = ParityReport(reference=reference.name, tolerance=tol, precision=precision)
+    for case in cases:
+        expected = reference.run(case.batch)
+        for backend in candidates:
+            if on_step:
+                on_step(f"{backend.name}: {case.name}")
+            got = backend.run(case.batch)
+            comparisons = [
+                compare_output(name, expected[name], got[name], tol, is_logits=(name == LOGITS_NAME))
+                for name in expected if name in got
+            ]
+            report.results.append(CaseResult(backend.name, case.name, case.batch.shape[0], comparisons))
+    return report
+
+
+def _fmt(value: float | None, spec: str = ".2e") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def render(report: ParityReport, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title=f"parity vs {report.reference} ({report.precision}; atol {report.tolerance.atol:g}, "
+                        f"rtol {report.tolerance.rtol:g}, cosine >= {report.tolerance.min_cosine})")
+    for column in ("backend", "input", "output", "max abs", "mean abs", "median abs", "max rel",
+                   "req. atol", "req. rtol", "cosine", "top-1", "top-5", "NaN/Inf", "result"):
+        table.add_column(column, justify="right" if column not in ("backend", "input", "output", "result") else "left")
+    for result in report.results:
+        for o in result.outputs:
+            verdict = "[green]PASSED[/]" if o.passed else f"[red]FAILED[/] {'; '.join(o.failures)}"
+            table.add_row(result.backend, result.case, o.name, _fmt(o.max_abs), _fmt(o.mean_abs), _fmt(o.median_abs),
+                          _fmt(o.max_rel), _fmt(o.required_atol), _fmt(o.required_rtol), f"{o.cosine:.7f}",
+                          _fmt(o.top1_agreement, ".0%"), _fmt(o.top5_overlap, ".0%"), str(o.nonfinite), verdict)
+    console.print(table)
+    if report.bisect:
+        console.print(f"[bold]bisect:[/] {report.bisect.get('summary')}")
+    console.print("[bold green]PASSED[/]" if report.passed else "[bold red]FAILED[/]")

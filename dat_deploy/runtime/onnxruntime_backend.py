@@ -1,0 +1,96 @@
+"""onnxruntime as a backend: CPU, CUDA and TensorRT execution providers, and our custom-op library.
+
+A graph that holds nodes of the `dat` domain (the plugin flavour) needs our custom-op library;
+it is built on first use and registered on the session automatically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dat_deploy.errors import UserError
+from dat_deploy.runtime.names import INPUT_NAME
+
+PLUGIN_DOMAIN = "dat"
+_PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def load_onnx(path: str | Path):
+    """Parse an ONNX file, or raise a UserError that names it."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"ONNX file {path} does not exist. Export one with `dat-deploy export`.")
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise UserError(f"{path} is not an ONNX model ({type(exc).__name__}). Pass a file written by `dat-deploy export`.") from exc
+
+
+def uses_plugin_ops(model) -> bool:
+    return any(node.domain == PLUGIN_DOMAIN for node in model.graph.node)
+
+
+def resolve_providers(names: list[str] | None) -> list[str]:
+    import onnxruntime as ort
+
+    wanted = [_PROVIDER_ALIASES.get(n, n) for n in (names or ["cpu"])]
+    available = ort.get_available_providers()
+    missing = [p for p in wanted if p not in available]
+    if missing:
+        raise UserError(
+            f"onnxruntime provider(s) {', '.join(missing)} not available here (available: {', '.join(available)}). "
+            f"Install onnxruntime-gpu (pip install 'dat-deploy[gpu]', never together with onnxruntime) for CUDA/TensorRT."
+        )
+    return wanted
+
+
+class OrtBackend:
+    def __init__(self, onnx_path: str | Path, providers: list[str] | None = None, intra_op_threads: int | None = None,
+                 plugin_library: str | Path | None = None, enable_profiling: bool = False):
+        import onnxruntime as ort
+
+        self.path = Path(onnx_path)
+        model = load_onnx(self.path)
+        self.metadata = {p.key: p.value for p in model.metadata_props}
+        options = ort.SessionOptions()
+        if intra_op_threads:
+            options.intra_op_num_threads = intra_op_threads
+        if enable_profiling:
+            options.enable_profiling = True
+        self.plugin_library = None
+        if uses_plugin_ops(model):
+            if plugin_library is None:
+                from dat_deploy.native import ort_library_path
+
+                plugin_library = ort_library_path(build=True)
+            self.plugin_library = Path(plugin_library)
+            if not self.plugin_library.is_file():
+                raise UserError(f"custom-op library {self.plugin_library} does not exist. Run `dat-deploy build-plugins`.")
+            options.register_custom_ops_library(str(self.plugin_library))
+        self.providers = resolve_providers(providers)
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=self.providers)
+        except Exception as exc:
+            raise UserError(f"onnxruntime cannot load {self.path}: {str(exc).splitlines()[0]}") from exc
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        short = self.providers[0].replace("ExecutionProvider", "").lower()
+        self.name = f"ort{'-plugin' if self.plugin_library else ''}-{short}"
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
+        return dict(zip(self.output_names, outputs))
+
+    def end_profiling(self) -> str:
+        return self.session.end_profiling()
+
+
+__all__ = ["OrtBackend", "INPUT_NAME", "load_onnx", "uses_plugin_ops"]
