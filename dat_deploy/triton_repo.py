@@ -24,7 +24,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from dat_deploy.atomic import ensure_writable_dir
 from dat_deploy.errors import UserError
@@ -186,18 +186,16 @@ def resolve_sources(sources: Sequence[str | os.PathLike], models_root: Path) -> 
 
 
 def default_plugin_library(kind: str) -> Path | None:
-    """The built plugin library for `kind`, from dat_deploy.native when that module is there."""
+    """The plugin library for `kind` from dat_deploy.native (the ORT one is built on demand)."""
     try:
         from dat_deploy import native
     except ImportError:
         return None
-    finder: Callable | None = getattr(native, "find_library", None)
-    if finder is None:
-        return None
-    target = "ort" if kind == _ORT else "trt"
     try:
-        found = finder(target)
-    except Exception:  # noqa: BLE001 - not built: the caller reports what to do
+        if kind == _ORT:
+            return Path(native.ort_library_path(build=True))  # CPU only, seconds; what OrtBackend does too
+        found = native.find_library("trt")
+    except (UserError, AttributeError):  # not built: the caller reports what to do
         return None
     return Path(found) if found else None
 

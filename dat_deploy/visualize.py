@@ -128,12 +128,12 @@ def draw_sampling_points(
                 ref = positions_to_pixels(references[block.index][group], width, height).reshape(-1, 2)
                 ax.scatter(ref[:, 0], ref[:, 1], s=3, c="white", alpha=0.5, linewidths=0)
             points = positions_to_pixels(positions[block.index][group], width, height).reshape(-1, 2)
-            ax.scatter(points[:, 0], points[:, 1], s=7, c=colours[group % len(colours)],
-                       edgecolors="black", linewidths=0.3)
+            artist = ax.scatter(points[:, 0], points[:, 1], s=7, c=colours[group % len(colours)],
+                                edgecolors="black", linewidths=0.3)
             ax.set_xlim(-0.5, width - 0.5)
             ax.set_ylim(height - 0.5, -0.5)
             ax.set_title(f"stage {block.stage} block {block.block} group {group + 1}", fontsize=8)
-            drawn[(block.label, group)] = points
+            drawn[(block.label, group)] = np.asarray(artist.get_offsets(), dtype=np.float64)  # what is in the figure
     if title:
         figure.suptitle(title, fontsize=9)
     figure.tight_layout()
