@@ -19,6 +19,7 @@ from dat_deploy.commands._app import app
 from dat_deploy.errors import UserError
 from dat_deploy.profiling import report as report_mod
 from dat_deploy.profiling.backends import PreparedBackend, parse_backend_list, parse_batch_list
+from dat_deploy.profiling.memory import PeakRss, _hwm_resettable
 from dat_deploy.profiling.ops import layer_type_from_name, ort_op_profile, parse_ort_profile
 from dat_deploy.profiling.runner import CaseResult, interleaved_order, make_cases, run_profile
 from dat_deploy.profiling.stats import few_iterations_warning, noise_warnings, summarize, throughput
@@ -182,6 +183,28 @@ def test_runner_keeps_transfer_compute_split_when_backend_offers_it():
     assert trt.split_ms["compute_ms"] == pytest.approx([3.0] * 5)
     assert len(trt.split_ms["d2h_ms"]) == 5
     assert ort.split_ms == {}
+
+
+@pytest.mark.skipif(not _hwm_resettable(), reason="needs Linux /proc/self/clear_refs to reset VmHWM")
+def test_peak_rss_sees_memory_freed_before_the_run_ends():
+    size = 80 * 2**20
+    with PeakRss(use_hwm=True) as rss:
+        rss.begin("case")
+        block = np.ones(size // 8)  # touched, so resident
+        del block
+        rss.end()
+    assert rss.growth_mb("case") >= 0.9 * size / 2**20
+
+
+def test_peak_rss_sampled_fallback():
+    size = 80 * 2**20
+    with PeakRss(use_hwm=False) as rss:
+        rss.begin("case")
+        block = np.ones(size // 8)
+        rss.end()
+        del block
+    assert rss.growth_mb("case") >= 0.9 * size / 2**20
+    assert rss.peak_mb("other") is None
 
 
 def test_runner_rejects_bad_settings():

@@ -1,4 +1,4 @@
-"""Peak memory per profiled case: process RSS sampled in a background thread, GPU memory via torch.
+"""Peak memory per profiled case: process RSS (kernel high-water mark or sampled), GPU memory via torch.
 
 Backends share one process, so RSS is the whole process (every loaded backend counts); the growth
 above the RSS at the start of the case is what running that case added (activations, arenas).
@@ -15,48 +15,58 @@ import psutil
 MB = 1024.0 * 1024.0
 
 
-class RssSampler:
-    """Samples this process's RSS every `interval_s` and keeps the peak per active key.
+class PeakRss:
+    """Peak RSS of this process per case, keyed by whatever the caller passes to `begin`.
 
-    `activate(key)` says which case runs now; inference releases the GIL, so the sampler sees the
-    memory while the backend is computing. The caller also samples directly around each run so
-    that runs shorter than the interval are not missed.
+    On Linux the kernel keeps the high-water mark (VmHWM) and resets it when "5" is written to
+    /proc/self/clear_refs: exact, and nothing runs beside the backend. Elsewhere a thread samples
+    RSS every `interval_s` (inference releases the GIL, so it sees memory mid-run), plus a direct
+    sample at the end of each run so that short runs are not missed.
     """
 
-    def __init__(self, interval_s: float = 0.005):
+    def __init__(self, interval_s: float = 0.02, use_hwm: bool | None = None):
         self._process = psutil.Process()
         self._interval_s = interval_s
+        self._use_hwm = _hwm_resettable() if use_hwm is None else use_hwm
         self._lock = threading.Lock()
         self._active: Hashable | None = None
         self.peak_bytes: dict[Hashable, int] = {}
         self.start_bytes: dict[Hashable, int] = {}
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
+        self._thread = None if self._use_hwm else threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
 
-    def __enter__(self) -> "RssSampler":
-        self._thread.start()
+    @property
+    def method(self) -> str:
+        return "VmHWM (kernel high-water mark, reset per run)" if self._use_hwm else f"sampled every {self._interval_s * 1000:.0f} ms"
+
+    def __enter__(self) -> "PeakRss":
+        if self._thread is not None:
+            self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
 
     def rss(self) -> int:
         return self._process.memory_info().rss
 
-    def activate(self, key: Hashable | None) -> None:
+    def begin(self, key: Hashable) -> None:
+        if self._use_hwm:
+            _reset_hwm()
         rss = self.rss()
         with self._lock:
             self._active = key
-            if key is not None:
-                self.start_bytes.setdefault(key, rss)
-                self._record(key, rss)
+            self.start_bytes.setdefault(key, rss)
+            self._record(key, rss)
 
-    def sample(self) -> None:
-        rss = self.rss()
+    def end(self) -> None:
+        peak = _read_hwm() if self._use_hwm else self.rss()
         with self._lock:
             if self._active is not None:
-                self._record(self._active, rss)
+                self._record(self._active, peak)
+            self._active = None
 
     def _record(self, key: Hashable, rss: int) -> None:
         if rss > self.peak_bytes.get(key, 0):
@@ -64,7 +74,10 @@ class RssSampler:
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval_s):
-            self.sample()
+            rss = self.rss()
+            with self._lock:
+                if self._active is not None:
+                    self._record(self._active, rss)
 
     def peak_mb(self, key: Hashable) -> float | None:
         value = self.peak_bytes.get(key)
@@ -74,6 +87,35 @@ class RssSampler:
         if key not in self.peak_bytes:
             return None
         return max(0, self.peak_bytes[key] - self.start_bytes[key]) / MB
+
+
+_STATUS = "/proc/self/status"
+_CLEAR_REFS = "/proc/self/clear_refs"
+
+
+def _read_hwm() -> int:
+    with open(_STATUS) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmHWM in /proc/self/status")
+
+
+def _reset_hwm() -> None:
+    with open(_CLEAR_REFS, "w") as f:
+        f.write("5")
+
+
+def _hwm_resettable() -> bool:
+    """True where writing 5 to clear_refs resets VmHWM (Linux >= 4.0, not forbidden by the sandbox)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        _reset_hwm()
+        _read_hwm()
+    except OSError:
+        return False
+    return True
 
 
 class GpuPeak:

@@ -9,6 +9,7 @@ from typing import Sequence
 
 from dat_deploy.errors import UserError
 from dat_deploy.profiling.backends import BackendFactory, PreparedBackend, make_inputs, onnx_metadata
+from dat_deploy.profiling.memory import PeakRss
 from dat_deploy.profiling.stats import DEFAULT_CV_WARN
 
 OPS_RUNS = 10
@@ -122,6 +123,7 @@ def profile(options: ProfileOptions, console=None) -> tuple[dict, dict[str, Path
         "threads": options.threads,
         "weights": None if options.weights is None else str(options.weights),
         "input": f"seeded standard-normal float32 NCHW, {input_size}x{input_size}",
+        "rss_method": PeakRss().method,
     }
     report = report_mod.build_report(
         results, variant=options.variant, input_size=input_size, settings=settings,

@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from dat_deploy.profiling.memory import GpuPeak, RssSampler
+from dat_deploy.profiling.memory import GpuPeak, PeakRss
 
 SPLIT_KEYS = ("h2d_ms", "compute_ms", "d2h_ms")
 
@@ -87,12 +87,12 @@ def run_profile(
     results = {case: CaseResult(case.backend, case.batch) for case in cases}
     gpu = {name: GpuPeak(backend) for name, backend in backends.items()}
 
-    with RssSampler() as rss:
+    with PeakRss() as rss:
 
         def run_once(case: Case) -> tuple[float, dict[str, float] | None]:
             backend = backends[case.backend]
             batch = inputs[case.batch]
-            rss.activate(case)
+            rss.begin(case)
             gpu[case.backend].before_run()
             timed_run = getattr(backend, "timed_run", None)
             start = clock()
@@ -102,9 +102,8 @@ def run_profile(
                 backend.run(batch)
                 split = None
             elapsed_ms = (clock() - start) * 1000.0
-            rss.sample()
+            rss.end()
             gpu[case.backend].after_run()
-            rss.activate(None)
             return elapsed_ms, split
 
         total_warmup = warmup * len(cases)
