@@ -33,7 +33,12 @@ def test_cuda_kernels_compile_for_all_architectures():
         listing = subprocess.run(["cuobjdump", "--list-elf", "--list-ptx", str(library)], capture_output=True, text=True).stdout
         for arch in ("sm_80", "sm_86", "sm_89", "sm_90"):
             assert arch in listing, f"no {arch} code in {library}"
-        assert ".ptx" in listing or "ptx" in listing.lower()
+        assert "ptx" in listing.lower()
+    else:  # no cuobjdump in this toolkit: check what nvcc was asked to generate
+        flags = (result.config_dir / "build" / "CMakeFiles" / "dat_cuda_kernels.dir" / "flags.make").read_text()
+        for arch in ("80", "86", "89", "90"):
+            assert f"arch=compute_{arch},code=[sm_{arch}]" in flags
+        assert "code=[compute_90]" in flags  # PTX for newer GPUs
 
 
 @pytest.mark.skipif(not os.environ.get("TENSORRT_INCLUDE_DIR"), reason="TENSORRT_INCLUDE_DIR not set: no TensorRT headers to compile the plugins against")
