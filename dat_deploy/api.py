@@ -151,9 +151,8 @@ class Classifier:
             from dat_deploy.export import export_onnx
 
             folder = tempfile.TemporaryDirectory(prefix=f"dat-deploy-{variant}-")
-            onnx_path = Path(folder.name) / f"{variant}.onnx"
-            export_onnx(variant, onnx_path, weights=weights, **kwargs)
-            classifier = cls.from_artifact(onnx_path)
+            result = export_onnx(variant, output_dir=folder.name, weights=weights, **kwargs)
+            classifier = cls.from_artifact(result.onnx_path)
             classifier._keepalive = folder
             return classifier
         raise UserError(f"unknown backend {backend!r} for --variant: choose torch or ort (engines load with --model).")

@@ -18,6 +18,8 @@ The result carries the `docker run ... tritonserver --model-repository=...` comm
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shlex
 import shutil
@@ -33,6 +35,7 @@ CONTAINER_REPOSITORY = "/models"
 DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
 ORT_OPS_LIBRARY = "libdat_ort_ops.so"
 TRT_PLUGIN_LIBRARY = "libdat_trt_plugins.so"
+SIDECAR_NAME = "dat_deploy.json"  # written by export and build-trt next to config.pbtxt
 
 _ORT = "onnxruntime"
 _TRT = "tensorrt"
@@ -200,6 +203,39 @@ def default_plugin_library(kind: str) -> Path | None:
     return Path(found) if found else None
 
 
+def _sidecar(folder: Path) -> dict:
+    try:
+        data = json.loads((folder / SIDECAR_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _recorded_sha(folder: Path) -> str | None:
+    entry = _sidecar(folder).get("plugin_library")
+    return entry.get("sha256") if isinstance(entry, dict) else None
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def engine_plugin(folder: Path) -> tuple[bool, Path | None]:
+    """Does the engine need our TensorRT plugins (build-trt's sidecar says), and which library was used?
+
+    Without a sidecar we assume it does: preloading an unused plugin library is harmless,
+    a missing one makes the plan fail to deserialise.
+    """
+    sidecar = _sidecar(folder)
+    if "plugin_library" not in sidecar:
+        return True, None
+    entry = sidecar["plugin_library"]
+    if not entry:
+        return False, None
+    recorded = Path(entry["path"]) if isinstance(entry, dict) and entry.get("path") else None
+    return True, recorded if recorded is not None and recorded.is_file() else None
+
+
 def gather(
     sources: Sequence[str | os.PathLike],
     output: str | os.PathLike,
@@ -216,26 +252,32 @@ def gather(
 
     libraries = {_ORT: ort_ops_library, _TRT: trt_plugin_library}
     gathered = []
+    notes = []
     for folder, config, kind, path in checked:
-        needs_plugin = onnx_needs_plugin(path) if kind == _ORT else True
+        recorded = None
+        if kind == _ORT:
+            needs_plugin = onnx_needs_plugin(path)
+        else:
+            needs_plugin, recorded = engine_plugin(folder)
         library = None
         if needs_plugin:
-            library = Path(libraries[kind]) if libraries[kind] else default_plugin_library(kind)
-            if library is None or not library.is_file():
-                flag = "--ort-ops-lib" if kind == _ORT else "--trt-plugin"
-                if kind == _ORT:
-                    raise UserError(
-                        f"{folder.name} is a plugin-flavour ONNX (dat custom ops) and the onnxruntime custom-op "
-                        f"library was not found{f' at {library}' if library else ''}. Build it with "
-                        f"`dat-deploy build-plugins` or pass {flag} PATH."
-                    )
-                library = None  # an engine may have been built without our plugins: serve it, say so below
-        gathered.append(_copy_model(folder, config, kind, library, output, overwrite))
+            library = Path(libraries[kind]) if libraries[kind] else (recorded or default_plugin_library(kind))
+            if library is not None and not library.is_file():
+                library = None
+            if library is None and kind == _ORT:
+                raise UserError(
+                    f"{folder.name} is a plugin-flavour ONNX (dat custom ops) and the onnxruntime custom-op library "
+                    "was not found. Build it with `dat-deploy build-plugins` or pass --ort-ops-lib PATH."
+                )
+            recorded_sha = _recorded_sha(folder) if kind == _TRT else None
+            if library is not None and recorded_sha and _sha256(library) != recorded_sha:
+                notes.append(f"{folder.name}: {library} is not the plugin build the engine was made with "
+                             f"(sha256 in {folder / SIDECAR_NAME}); a plan needs that same library.")
+        gathered.append(_copy_model(folder, config, kind, needs_plugin, library, output, overwrite))
 
     image_needs_gpu = any(m.gpu for m in gathered)
     preload = sorted({m.plugin_library for m in gathered if m.kind == _TRT and m.plugin_library})
-    notes = []
-    if any(m.kind == _TRT and not m.plugin_library for m in gathered):
+    if any(m.kind == _TRT and m.needs_plugin and not m.plugin_library for m in gathered):
         notes.append("no TensorRT plugin library found: engines that contain DAT plugin layers will fail to load. "
                      "Build it (`dat-deploy build-plugins`, against the container's TensorRT) and pass --trt-plugin.")
     if preload:
@@ -247,7 +289,8 @@ def gather(
     return GatherResult(output, gathered, serve_command(output, image, preload, image_needs_gpu), image, notes)
 
 
-def _copy_model(folder: Path, config, kind: str, library: Path | None, output: Path, overwrite: bool) -> GatheredModel:
+def _copy_model(folder: Path, config, kind: str, needs_plugin: bool, library: Path | None, output: Path,
+                overwrite: bool) -> GatheredModel:
     name = folder.name
     target = output / name
     if target.exists() and not overwrite:
@@ -278,7 +321,7 @@ def _copy_model(folder: Path, config, kind: str, library: Path | None, output: P
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     gpu = kind == _TRT or any(group.kind == group.KIND_GPU for group in config.instance_group)
-    return GatheredModel(name, kind, target, library is not None, container_library, gpu)
+    return GatheredModel(name, kind, target, needs_plugin, container_library, gpu)
 
 
 def serve_command(repository: Path, image: str, preload: Sequence[str], gpu: bool) -> str:

@@ -213,39 +213,13 @@ def test_cli_predict_table_and_folder(small_onnx, tmp_path):
     assert result.exit_code != 0 and "contains no image files" in str(result.exception)
 
 
-def _export_dat_t(path: Path) -> None:
-    try:
-        from dat_deploy.export import export_onnx
-    except ImportError:
-        export_onnx = None
-    if export_onnx is not None:
-        export_onnx("dat_t", path)
-        return
-    import torch
-
-    from dat_deploy.model import create_model, get_variant
-
-    spec = get_variant("dat_t")
-    program = torch.onnx.export(
-        create_model("dat_t"), (torch.randn(2, 3, 224, 224),), dynamo=True, opset_version=18,
-        input_names=["input"], output_names=["logits"], dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
-    )
-    program.save(str(path))
-    model = onnx.load(str(path))
-    for key, value in {"variant": "dat_t", "input_size": spec.input_size, "resize_size": spec.resize_size,
-                       "mean": list(spec.mean), "std": list(spec.std), "num_classes": 1000,
-                       "random_init_seed": 0}.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, json.dumps(value)
-    onnx.save(model, str(path))
-
-
 @pytest.mark.slow
 def test_dat_t_artifact_end_to_end(tmp_path):
     """Export DAT-T, serve it through the API from several threads, and agree with PyTorch."""
-    onnx_path = tmp_path / "dat_t.onnx"
-    _export_dat_t(onnx_path)
-    ort_clf = Classifier.from_artifact(onnx_path)
+    from dat_deploy.export import export_onnx
+
+    folder = export_onnx("dat_t", output_dir=tmp_path / "models").folder
+    ort_clf = Classifier.from_artifact(folder)  # the Triton model folder export wrote
     assert ort_clf.info.variant == "dat_t" and ort_clf.info.resize_size == 256 and ort_clf.info.random_weights
     samples = sample_images()
     ort_predictions = ort_clf.predict(samples, topk=5)

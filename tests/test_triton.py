@@ -163,3 +163,48 @@ def test_load_config_reports_the_file(tmp_path):
     path.write_text("name: 'x'\nplatfrom: 'onnxruntime_onnx'\n")
     with pytest.raises(UserError, match="config.pbtxt"):
         load_config(path)
+
+
+def _write_sidecar(folder: Path, plugin_library) -> None:
+    import json
+
+    (folder / "dat_deploy.json").write_text(json.dumps({"format": "tensorrt", "plugin_library": plugin_library}))
+
+
+def test_engine_without_plugins_needs_no_preload(tmp_path):
+    folder = _model_folder(tmp_path / "models", "native_trt", kind="plan")
+    _write_sidecar(folder, None)  # build-trt's record of a native-flavour engine
+    result = gather([], tmp_path / "repo", models_root=tmp_path / "models")
+    assert "LD_PRELOAD" not in result.command
+    assert not any("no TensorRT plugin library" in note for note in result.notes)
+    assert "--gpus=all" in shlex.split(result.command)
+
+
+def test_engine_uses_the_plugin_it_was_built_with(tmp_path):
+    import hashlib
+
+    built_with = tmp_path / "build" / "libdat_trt_plugins.so"
+    built_with.parent.mkdir()
+    built_with.write_bytes(b"\x7fELF the build used for the plan")
+    folder = _model_folder(tmp_path / "models", "dat_t_trt", kind="plan")
+    _write_sidecar(folder, {"path": str(built_with), "sha256": hashlib.sha256(built_with.read_bytes()).hexdigest()})
+
+    result = gather([], tmp_path / "repo", models_root=tmp_path / "models")
+    copied = tmp_path / "repo" / "dat_t_trt" / "libdat_trt_plugins.so"
+    assert copied.read_bytes() == built_with.read_bytes()
+    assert not any("not the plugin build" in note for note in result.notes)
+
+    other = tmp_path / "other.so"
+    other.write_bytes(b"\x7fELF another build")
+    result = gather([], tmp_path / "repo2", models_root=tmp_path / "models", trt_plugin_library=other)
+    assert any("not the plugin build the engine was made with" in note for note in result.notes)
+
+
+def test_engine_plugin_not_found_is_a_note_not_a_crash(tmp_path, monkeypatch):
+    import dat_deploy.triton_repo as triton_repo
+
+    monkeypatch.setattr(triton_repo, "default_plugin_library", lambda kind: None)
+    _model_folder(tmp_path / "models", "old_trt", kind="plan")  # no sidecar: assume it needs the plugin
+    result = gather([], tmp_path / "repo", models_root=tmp_path / "models")
+    assert "LD_PRELOAD" not in result.command
+    assert any("no TensorRT plugin library" in note for note in result.notes)
