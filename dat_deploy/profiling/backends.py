@@ -170,12 +170,14 @@ class BackendFactory:
         if path.is_file():
             self.log(f"using cached {flavor} ONNX {path}")
             return path, None
-        from dat_deploy.export import export_onnx
+        from dat_deploy.atomic import write_bytes
+        from dat_deploy.export.onnx_export import TraceOptions, export_model
 
-        self.log(f"exporting {self.variant} ({flavor} flavour) to {path} (once; later runs reuse it)")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Parity of the export is `dat-deploy export` / `validate`'s job; here only the speed matters.
+        self.log(f"exporting {self.variant} ({flavor} flavour, dynamic batch) to {path} (once; later runs reuse it)")
         start = time.perf_counter()
-        export_onnx(self.variant, path, weights=self.weights, opset=EXPORT_OPSET, batch="dynamic", flavor=flavor)
+        proto = export_model(self.model(), self.variant, TraceOptions(opset=EXPORT_OPSET, batch=None, flavor=flavor))
+        write_bytes(path, proto.SerializeToString())
         return path, time.perf_counter() - start
 
     def _cache_key(self, flavor: str) -> str:
