@@ -82,7 +82,8 @@ def _fmt(value: float | None, spec: str = ".2e") -> str:
 
 
 def render(report: ParityReport, console: Console | None = None) -> None:
-    console = console or Console()
+    # Off a terminal rich would squeeze 14 columns into 80 characters; logs and CI want them readable.
+    console = console or (Console() if Console().is_terminal else Console(width=200))
     table = Table(title=f"parity vs {report.reference} ({report.precision}; atol {report.tolerance.atol:g}, "
                         f"rtol {report.tolerance.rtol:g}, cosine >= {report.tolerance.min_cosine})")
     for column in ("backend", "input", "output", "max abs", "mean abs", "median abs", "max rel",
