@@ -293,21 +293,25 @@ def test_convert_fp16_command(tmp_path):
 # ---- a real DAT graph ------------------------------------------------------------------------------------------------
 
 
-def _export_dat(variant: str, folder) -> onnx.ModelProto:
-    from dat_deploy.export import export_onnx
+@pytest.fixture(scope="module")
+def dat_t_fp32(request, tmp_path_factory) -> onnx.ModelProto:
+    """The session's shared dat_t export (tests/conftest.py) where there is one, else our own."""
+    try:
+        path = request.getfixturevalue("dat_t_onnx")
+    except pytest.FixtureLookupError:
+        from dat_deploy.export import export_onnx
 
-    result = export_onnx(variant, output_dir=folder, opset=18)
-    return onnx.load(str(result.onnx_path))
+        path = export_onnx("dat_t", output_dir=tmp_path_factory.mktemp("models"), opset=18).onnx_path
+    return onnx.load(str(path))
 
 
 @pytest.mark.slow
-def test_dat_t_fp16_graph_structure_and_parity_with_pytorch(tmp_path_factory):
+def test_dat_t_fp16_graph_structure_and_parity_with_pytorch(dat_t_fp32):
     import torch
 
     from dat_deploy.model import create_model
 
-    fp32 = _export_dat("dat_t", tmp_path_factory.mktemp("models"))
-    converted = convert_to_fp16(fp32)
+    converted = convert_to_fp16(dat_t_fp32)
     onnx.checker.check_model(converted)
     summary = precision_summary(converted)
     types = infer_types(converted)
