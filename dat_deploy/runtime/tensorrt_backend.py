@@ -2,7 +2,7 @@
 
     backend = TensorRTBackend("models/dat_t_trt_fp16/1/model.plan")
     logits = backend.run(batch)["logits"]          # batch: float32 NCHW numpy
-    backend.last_timings                           # H2D / GPU compute / D2H of that call, ms
+    backend.timings()                              # H2D / GPU compute / D2H of that call, ms
 
 The plugin library is registered before the plan is deserialised (TensorRT looks the plugin
 creators up while deserialising). The sidecar JSON that build-trt writes next to the plan names
@@ -222,6 +222,11 @@ class TensorRTBackend:
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         outputs, _ = self.run_timed(batch)
         return outputs
+
+    def timed_run(self, batch: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """The profiler's hook (dat_deploy.profiling.runner): outputs and the trtexec-style split in ms."""
+        outputs, timings = self.run_timed(batch)
+        return outputs, {"h2d_ms": timings.h2d_ms, "compute_ms": timings.compute_ms, "d2h_ms": timings.d2h_ms}
 
     def run_device(self, batch) -> dict[str, Any]:
         """Inference on a CUDA tensor already on the device; returns device tensors (no copies timed)."""

@@ -112,6 +112,8 @@ def test_timings_split_the_call(engines):
     _, timings = backend.run_timed(random_case(8, 224, 224).batch)
     assert timings.h2d_ms > 0 and timings.compute_ms > 0 and timings.d2h_ms > 0
     assert backend.timings() == timings
+    _, split = backend.timed_run(random_case(8, 224, 224).batch)  # what `dat-deploy profile` reads
+    assert set(split) == {"h2d_ms", "compute_ms", "d2h_ms"} and min(split.values()) > 0
 
 
 def test_batch_outside_the_profile_names_the_range(engines):
