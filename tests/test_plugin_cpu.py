@@ -86,6 +86,7 @@ DEFORM_CASES = [
     (2, 70, 7, 5, 6, 3, 3),
     (1, 1, 1, 1, 7, 2, 3),
     (3, 5, 8, 8, 8, 1, 5),
+    (2, 8, 21, 24, 2, 3, 4),  # few points on a large map: the direct-gather path (DAT++ stage 1 style)
 ]
 
 

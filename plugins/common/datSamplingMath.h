@@ -39,43 +39,56 @@ DAT_HD float unnormalizeAlignCorners(float coord, int32_t size)
     return (coord + 1.f) / 2.f * static_cast<float>(size - 1);
 }
 
-// (y, x) normalised to [-1, 1] -> the four taps. Points whose footprint lies wholly outside the plane
-// (or NaN coordinates) give four zero weights; checking in float first avoids int overflow.
+// floor() for |v| < 2^31 as truncation plus a correction: exact, and unlike floorf it vectorises
+// without -fno-trapping-math.
+DAT_HD int32_t floorToInt(float v)
+{
+    int32_t const truncated = static_cast<int32_t>(v);
+    return truncated - (static_cast<float>(truncated) > v ? 1 : 0);
+}
+
+// (y, x) normalised to [-1, 1] -> the four taps. Branch-free, so loops over points vectorise: the pixel
+// coordinate is first clamped to [-2, size + 1] (NaN -> -2), which keeps every outside point outside
+// and the float -> int conversion in range.
 DAT_HD BilinearTap bilinearTap(float y, float x, int32_t height, int32_t width)
 {
     BilinearTap tap;
-    float const iy = unnormalizeAlignCorners(y, height);
-    float const ix = unnormalizeAlignCorners(x, width);
-    if (!(iy > -1.f && iy < static_cast<float>(height) && ix > -1.f && ix < static_cast<float>(width)))
-    {
-        for (int k = 0; k < 4; ++k)
-        {
-            tap.offset[k] = 0;
-            tap.weight[k] = 0.f;
-        }
-        return tap;
-    }
-    float const y0f = floorf(iy);
-    float const x0f = floorf(ix);
-    int32_t const y0 = static_cast<int32_t>(y0f);
-    int32_t const x0 = static_cast<int32_t>(x0f);
+    // `v > lo ? v : lo` (not fmaxf) maps NaN to lo and compiles to a vector max.
+    float iy = unnormalizeAlignCorners(y, height);
+    float ix = unnormalizeAlignCorners(x, width);
+    iy = iy > -2.f ? iy : -2.f;
+    ix = ix > -2.f ? ix : -2.f;
+    iy = iy < static_cast<float>(height) + 1.f ? iy : static_cast<float>(height) + 1.f;
+    ix = ix < static_cast<float>(width) + 1.f ? ix : static_cast<float>(width) + 1.f;
+    int32_t const y0 = floorToInt(iy);
+    int32_t const x0 = floorToInt(ix);
+    float const y0f = static_cast<float>(y0);
+    float const x0f = static_cast<float>(x0);
     // Same weight formulas as ATen's grid_sampler_2d (distance to the opposite corner).
     float const wy0 = (y0f + 1.f) - iy;
     float const wy1 = iy - y0f;
     float const wx0 = (x0f + 1.f) - ix;
     float const wx1 = ix - x0f;
-    bool const y0In = y0 >= 0;
-    bool const y1In = y0 + 1 < height;
-    bool const x0In = x0 >= 0;
-    bool const x1In = x0 + 1 < width;
-    tap.weight[0] = (y0In && x0In) ? wy0 * wx0 : 0.f;
-    tap.weight[1] = (y0In && x1In) ? wy0 * wx1 : 0.f;
-    tap.weight[2] = (y1In && x0In) ? wy1 * wx0 : 0.f;
-    tap.weight[3] = (y1In && x1In) ? wy1 * wx1 : 0.f;
-    tap.offset[0] = (y0In && x0In) ? y0 * width + x0 : 0;
-    tap.offset[1] = (y0In && x1In) ? y0 * width + x0 + 1 : 0;
-    tap.offset[2] = (y1In && x0In) ? (y0 + 1) * width + x0 : 0;
-    tap.offset[3] = (y1In && x1In) ? (y0 + 1) * width + x0 + 1 : 0;
+    // Inside-masks as 0/1 integers from one unsigned compare each (x in [0, n) <=> unsigned(x) < n):
+    // selects, not branches, so loops over points vectorise.
+    int32_t const y0In = static_cast<uint32_t>(y0) < static_cast<uint32_t>(height) ? 1 : 0;
+    int32_t const y1In = static_cast<uint32_t>(y0 + 1) < static_cast<uint32_t>(height) ? 1 : 0;
+    int32_t const x0In = static_cast<uint32_t>(x0) < static_cast<uint32_t>(width) ? 1 : 0;
+    int32_t const x1In = static_cast<uint32_t>(x0 + 1) < static_cast<uint32_t>(width) ? 1 : 0;
+    int32_t const in00 = y0In & x0In;
+    int32_t const in01 = y0In & x1In;
+    int32_t const in10 = y1In & x0In;
+    int32_t const in11 = y1In & x1In;
+    // Weights times 0/1 (they are finite here) and offsets masked to 0: selects without branches.
+    tap.weight[0] = wy0 * wx0 * static_cast<float>(in00);
+    tap.weight[1] = wy0 * wx1 * static_cast<float>(in01);
+    tap.weight[2] = wy1 * wx0 * static_cast<float>(in10);
+    tap.weight[3] = wy1 * wx1 * static_cast<float>(in11);
+    int32_t const base = y0 * width + x0;
+    tap.offset[0] = base & -in00;
+    tap.offset[1] = (base + 1) & -in01;
+    tap.offset[2] = (base + width) & -in10;
+    tap.offset[3] = (base + width + 1) & -in11;
     return tap;
 }
 

@@ -48,6 +48,38 @@ inline void blendRows(float* __restrict__ acc, float const* __restrict__ r0, flo
     }
 }
 
+// Taps of one query against all keys, as four planes of offsets and weights (corner-major), in a loop
+// the compiler vectorises.
+__attribute__((noinline)) void computeRelPosTaps(float qy, float qx, float const* __restrict__ posY, float const* __restrict__ posX, int64_t keys,
+    int32_t tableH, int32_t tableW, int32_t* off, float* w)
+{
+    // One restrict pointer per plane (and no inlining, which loses them): otherwise the compiler cannot
+    // prove the planes disjoint and leaves the loop scalar.
+    int32_t* __restrict__ off0 = off;
+    int32_t* __restrict__ off1 = off + keys;
+    int32_t* __restrict__ off2 = off + 2 * keys;
+    int32_t* __restrict__ off3 = off + 3 * keys;
+    float* __restrict__ w0 = w;
+    float* __restrict__ w1 = w + keys;
+    float* __restrict__ w2 = w + 2 * keys;
+    float* __restrict__ w3 = w + 3 * keys;
+    int32_t const n = static_cast<int32_t>(keys);
+    // g++'s cost model leaves this loop scalar on its own; it is branch-free, so ask for SIMD explicitly.
+#pragma omp simd
+    for (int32_t k = 0; k < n; ++k)
+    {
+        BilinearTap const t = relPosTap(qy, qx, posY[k], posX[k], tableH, tableW);
+        off0[k] = t.offset[0];
+        off1[k] = t.offset[1];
+        off2[k] = t.offset[2];
+        off3[k] = t.offset[3];
+        w0[k] = t.weight[0];
+        w1[k] = t.weight[1];
+        w2[k] = t.weight[2];
+        w3[k] = t.weight[3];
+    }
+}
+
 } // namespace
 
 void deformSample(DeformSampleDims const& d, void const* x, DType xType, void const* pos, DType posType, void* out)
@@ -59,6 +91,8 @@ void deformSample(DeformSampleDims const& d, void const* x, DType xType, void co
     int64_t const units = d.batch * d.groups * blocksPerGroup;
     int32_t const height = static_cast<int32_t>(d.height);
     int32_t const width = static_cast<int32_t>(d.width);
+    // The transpose reads the whole plane; it pays only when the points read a good part of it.
+    bool const transpose = 4 * points >= plane;
 
     parallelFor(units, 1, [&](int64_t begin, int64_t end) {
         std::vector<float> xT;       // (plane, block): x transposed to channels-last
@@ -87,6 +121,27 @@ void deformSample(DeformSampleDims const& d, void const* x, DType xType, void co
                 tapsFor = image;
             }
 
+            if (!transpose)
+            {
+                // Few points on a large map: gather the taps straight from each channel plane.
+                for (int64_t c = 0; c < nc; ++c)
+                {
+                    int64_t const src = (channelBase + c) * plane;
+                    int64_t const dst = (channelBase + c) * points;
+                    for (int64_t p = 0; p < points; ++p)
+                    {
+                        BilinearTap const& t = taps[static_cast<size_t>(p)];
+                        float const value = t.weight[0] * loadAsFloat(x, xType, src + t.offset[0])
+                            + t.weight[1] * loadAsFloat(x, xType, src + t.offset[1])
+                            + t.weight[2] * loadAsFloat(x, xType, src + t.offset[2])
+                            + t.weight[3] * loadAsFloat(x, xType, src + t.offset[3]);
+                        storeFromFloat(out, xType, dst + p, value);
+                    }
+                }
+                continue;
+            }
+            // Many points: transpose the block to channels-last once, then every point blends four
+            // contiguous channel rows (a vectorised inner loop over channels).
             xT.resize(static_cast<size_t>(plane * nc));
             sampled.resize(static_cast<size_t>(points * nc));
             for (int64_t c = 0; c < nc; ++c)
@@ -171,16 +226,8 @@ void relPosBias(RelPosBiasDims const& d, void const* table, DType tableType, voi
             for (int64_t qj = 0; qj < d.queryW; ++qj)
             {
                 int64_t const q = qi * d.queryW + qj;
-                for (int64_t k = 0; k < keys; ++k)
-                {
-                    BilinearTap const t = relPosTap(qy[static_cast<size_t>(qi)], qx[static_cast<size_t>(qj)],
-                        posY[static_cast<size_t>(k)], posX[static_cast<size_t>(k)], tableH, tableW);
-                    for (int corner = 0; corner < 4; ++corner)
-                    {
-                        off[static_cast<size_t>(corner * keys + k)] = t.offset[corner];
-                        w[static_cast<size_t>(corner * keys + k)] = t.weight[corner];
-                    }
-                }
+                computeRelPosTaps(qy[static_cast<size_t>(qi)], qx[static_cast<size_t>(qj)], posY.data(), posX.data(),
+                    keys, tableH, tableW, off.data(), w.data());
                 int32_t const* __restrict__ o0 = off.data();
                 int32_t const* __restrict__ o1 = o0 + keys;
                 int32_t const* __restrict__ o2 = o1 + keys;
