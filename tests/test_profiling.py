@@ -20,7 +20,7 @@ from dat_deploy.errors import UserError
 from dat_deploy.profiling import report as report_mod
 from dat_deploy.profiling.backends import PreparedBackend, parse_backend_list, parse_batch_list
 from dat_deploy.profiling.memory import PeakRss, _hwm_resettable
-from dat_deploy.profiling.ops import layer_type_from_name, ort_op_profile, parse_ort_profile
+from dat_deploy.profiling.ops import layer_type_from_name, ort_op_profile, parse_ort_profile, trt_layer_profile
 from dat_deploy.profiling.runner import CaseResult, interleaved_order, make_cases, run_profile
 from dat_deploy.profiling.stats import few_iterations_warning, noise_warnings, summarize, throughput
 
@@ -454,6 +454,19 @@ def test_tensorrt_layer_names_map_to_op_types():
     assert layer_type_from_name("/stages.2/attn/MatMul_2") == "MatMul"
     assert layer_type_from_name("/stages.2/attn/DATRelPosBias_1") == "DATRelPosBias"
     assert layer_type_from_name("{ForeignNode[/a/MatMul.../b/Add]}") == "{ForeignNode[/a/MatMul.../b/Add]}"
+
+
+def test_tensorrt_layer_profile_aggregates_layer_records():
+    class LayerTimedBackend:
+        def layer_profile(self, batch, runs):
+            return [("/s/MatMul_1", 2.0), ("/s/attn/DATRelPosBias_0", 1.0), ("/s/MatMul_2", 1.0)] * runs
+
+    prof = trt_layer_profile(LayerTimedBackend(), np.zeros((1, 3, 4, 4), np.float32), runs=2)
+    by_type = {op.op_type: op for op in prof.ops}
+    assert prof.source == "tensorrt" and prof.runs == 2
+    assert by_type["MatMul"].ms_per_run == pytest.approx(3.0) and by_type["MatMul"].calls_per_run == 2
+    assert prof.sampling_share == pytest.approx(0.25)
+    assert trt_layer_profile(FakeBackend("ort", []), np.zeros((1, 3, 4, 4), np.float32)) is None
 
 
 # --------------------------------------------------------------------------------------------

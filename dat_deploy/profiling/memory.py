@@ -119,48 +119,56 @@ def _hwm_resettable() -> bool:
 
 
 class GpuPeak:
-    """Peak GPU memory of one backend, where one applies.
+    """Peak GPU memory of one backend, where one applies (None for CPU backends).
 
-    A backend may report its own device memory (`peak_device_memory_bytes()`, e.g. TensorRT's
-    engine + context memory); otherwise a backend that runs on CUDA through torch is measured with
-    torch.cuda.max_memory_allocated. CPU backends get None.
+    In order of preference: the backend's own count (`peak_device_memory_bytes()`); for a backend
+    on a CUDA `device` (PyTorch), torch.cuda.max_memory_allocated; for a backend that offers
+    `timed_run` (TensorRT, whose activation memory torch's allocator never sees), the device-wide
+    memory in use after each run (cudaMemGetInfo: CUDA context and other processes included).
     """
 
     def __init__(self, backend):
-        self._backend = backend
         self._own = getattr(backend, "peak_device_memory_bytes", None)
-        self._torch_cuda = self._own is None and _runs_on_cuda(backend)
+        self.method = None
+        if self._own is not None:
+            self.method = "backend"
+        elif _cuda_ready():
+            if str(getattr(backend, "device", "cpu")).startswith("cuda"):
+                self.method = "torch.cuda.max_memory_allocated"
+            elif hasattr(backend, "timed_run"):
+                self.method = "device-wide (cudaMemGetInfo)"
         self.peak_bytes: int | None = None
 
     @property
     def applies(self) -> bool:
-        return self._own is not None or self._torch_cuda
+        return self.method is not None
 
     def before_run(self) -> None:
-        if self._torch_cuda:
+        if self.method == "torch.cuda.max_memory_allocated":
             import torch
 
             torch.cuda.reset_peak_memory_stats()
 
     def after_run(self) -> None:
-        if self._own is not None:
+        if self.method is None:
+            return
+        if self.method == "backend":
             value = int(self._own())
-        elif self._torch_cuda:
+        else:
             import torch
 
-            value = int(torch.cuda.max_memory_allocated())
-        else:
-            return
+            if self.method == "torch.cuda.max_memory_allocated":
+                value = int(torch.cuda.max_memory_allocated())
+            else:
+                free, total = torch.cuda.mem_get_info()
+                value = int(total - free)
         self.peak_bytes = value if self.peak_bytes is None else max(self.peak_bytes, value)
 
     def peak_mb(self) -> float | None:
         return None if self.peak_bytes is None else self.peak_bytes / MB
 
 
-def _runs_on_cuda(backend) -> bool:
-    device = str(getattr(backend, "device", "cpu"))
-    if not device.startswith("cuda") or "torch" not in sys.modules:
-        return False
-    import torch
-
-    return torch.cuda.is_available()
+def _cuda_ready() -> bool:
+    """CUDA through torch, without importing torch (or starting CUDA) for CPU-only profiles."""
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.cuda.is_available()

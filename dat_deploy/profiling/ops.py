@@ -159,16 +159,17 @@ def layer_type_from_name(layer_name: str) -> str:
 def trt_layer_profile(backend, batch: np.ndarray, runs: int = 10, warmup: int = 2) -> OpProfile | None:
     """Per-layer times from TensorRT's IProfiler, or None when the backend exposes no TensorRT context.
 
-    Uses `backend.layer_profile(batch, runs)` if the backend implements it (list of (layer, ms)
-    per run, flattened), else attaches an IProfiler to `backend.context`.
+    Uses `backend.layer_profile(batch, runs)` if the backend implements it ((layer, ms) records of
+    all runs), else attaches an IProfiler to the backend's execution context for `runs` runs.
     """
     own = getattr(backend, "layer_profile", None)
     if own is not None:
         records = list(own(batch, runs))
     else:
-        context = getattr(backend, "context", None)
-        if context is None:
-            return None
+        # TensorRTBackend keeps its IExecutionContext as `_context`; a public `context` wins if offered.
+        context = getattr(backend, "context", None) or getattr(backend, "_context", None)
+        if context is None or getattr(backend, "use_cuda_graph", False):
+            return None  # a replayed CUDA graph reports no layer times
         import tensorrt as trt  # lazy: only on machines that have it
 
         class _Collector(trt.IProfiler):
