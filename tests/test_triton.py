@@ -208,3 +208,29 @@ def test_engine_plugin_not_found_is_a_note_not_a_crash(tmp_path, monkeypatch):
     result = gather([], tmp_path / "repo", models_root=tmp_path / "models")
     assert "LD_PRELOAD" not in result.command
     assert any("no TensorRT plugin library" in note for note in result.notes)
+
+
+@pytest.mark.slow
+def test_exported_plugin_model_is_servable(tmp_path):
+    """export (plugin flavour) -> gather -> what Triton's onnxruntime backend does with the folder."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from dat_deploy.export import export_onnx
+
+    models = tmp_path / "models"
+    export_onnx("dat_t", output_dir=models, flavor="plugin")
+    (name,) = [p.name for p in models.iterdir() if not p.name.startswith(".")]
+    result = gather([name], tmp_path / "repo", models_root=models)
+
+    folder = tmp_path / "repo" / name
+    config = _parse(folder / "config.pbtxt")
+    (library,) = config.model_operations.op_library_filename
+    assert library == f"/models/{name}/libdat_ort_ops.so"
+    assert f"{(tmp_path / 'repo').resolve()}:/models" in shlex.split(result.command)
+    # the ORT backend registers the library, then loads the model; the container path maps to our folder
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(str(folder / Path(library).name))
+    session = ort.InferenceSession(str(folder / "1" / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {config.input[0].name: np.zeros((2, *config.input[0].dims), np.float32)})
+    assert logits.shape == (2, *config.output[0].dims)

@@ -31,6 +31,8 @@ def predict_command(
     topk: int = typer.Option(5, "--topk", "-k", min=1, help="How many classes to show per image."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per inference batch."),
+    providers: Optional[str] = typer.Option(
+        None, "--providers", help="For an ONNX --model: onnxruntime providers, e.g. cuda,cpu (default cpu)."),
 ) -> None:
     """Top-k ImageNet classes for images, with names and probabilities."""
     from dat_deploy.api import Classifier
@@ -43,8 +45,12 @@ def predict_command(
             raise UserError("--weights goes with --variant; an exported --model already contains its weights.")
         if backend not in (None, "ort", "trt", "tensorrt"):
             raise UserError(f"--backend {backend} does not apply to --model: the artifact decides (ONNX -> ort, engine -> TensorRT).")
-        classifier = Classifier.from_artifact(model)
+        classifier = Classifier.from_artifact(model, providers=providers.split(",") if providers else None)
     else:
+        if backend == "ort":
+            Console(stderr=True).print(
+                f"exporting {variant or 'dat_t'} to ONNX for onnxruntime (a minute or two; `dat-deploy export` "
+                "once and --model reuses it)", highlight=False)
         classifier = Classifier.from_variant(variant or "dat_t", weights=weights, backend=backend or "torch")
 
     inputs = list_image_files(images) if images else sample_images()
