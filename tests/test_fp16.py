@@ -214,6 +214,29 @@ def test_plugin_graph_runs_in_onnxruntime_with_the_custom_op_library(tmp_path):
     assert np.abs(converted - reference).max() < 2e-2 and _cosine(converted, reference) > 0.9999
 
 
+def test_feature_map_output_after_layernorm_does_not_round_trip_through_fp16():
+    # input -> Conv -> LayerNorm -> Transpose -> output: the Transpose stays fp32 with its LayerNorm.
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["input", "w"], ["c"], name="conv"),
+            helper.make_node("Transpose", ["c"], ["c_nhwc"], perm=[0, 2, 3, 1], name="to_nhwc"),
+            helper.make_node("LayerNormalization", ["c_nhwc", "s", "b"], ["n"], axis=-1, name="norm"),
+            helper.make_node("Transpose", ["n"], ["features"], perm=[0, 3, 1, 2], name="to_nchw"),
+        ],
+        "features",
+        [helper.make_tensor_value_info("input", FLOAT, ["batch", 3, H, W])],
+        [helper.make_tensor_value_info("features", FLOAT, ["batch", C, H, W])],
+        initializer=[_init("w", np.ones((C, 3, 1, 1), np.float32)), _init("s", np.ones(C, np.float32)),
+                     _init("b", np.zeros(C, np.float32))],
+    )
+    converted = convert_to_fp16(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    types = infer_types(converted)
+    assert _compute_type(converted, types, "conv") == FLOAT16
+    assert _compute_type(converted, types, "to_nchw") == FLOAT
+    summary = precision_summary(converted)
+    assert (summary.casts_to_fp16, summary.casts_to_fp32) == (1, 1)  # into the conv, into the norm
+
+
 def test_existing_casts_do_not_become_back_and_forth_pairs():
     # The exporter sometimes emits Cast(to=FLOAT) on float tensors; inside an fp16 region it must
     # disappear rather than become a fp16 -> fp32 -> fp16 round trip.

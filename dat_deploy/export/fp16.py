@@ -317,7 +317,48 @@ def fp32_island_nodes(
         island |= coordinate_nodes(graph, types)
     if keep_head_fp32:
         island |= head_nodes(graph)
-    return island | _constant_feeders(graph, types, island)
+    island |= _constant_feeders(graph, types, island)
+    return island | _movements_between_fp32(graph, types, island)
+
+
+# Ops that only move or select values: computing them in fp32 costs no precision and no kernel time.
+_MOVEMENT_OPS = frozenset(
+    {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Slice", "Gather", "Expand", "Concat", "Split"}
+)
+
+
+def _movements_between_fp32(graph: onnx.GraphProto, types: dict[str, int], island: set[int]) -> set[int]:
+    """Data-movement nodes fed by fp32 and read only by fp32 (or graph outputs): keep them fp32.
+
+    Otherwise e.g. a feature-map output LayerNorm -> Transpose -> output would round-trip
+    fp32 -> fp16 -> fp32 around the Transpose, losing precision for nothing.
+    """
+    producers = _producers(graph)
+    consumers = _consumers(graph)
+    outputs = {o.name for o in graph.output}
+    fp32_sources = {i.name for i in graph.input}
+    added: set[int] = set()
+    changed = True
+    while changed:
+        changed = False
+        for index, node in enumerate(graph.node):
+            if index in island or index in added or node.op_type not in _MOVEMENT_OPS:
+                continue
+            float_inputs = [n for n in node.input if n and types.get(n) == FLOAT]
+            float_outputs = [n for n in node.output if n and types.get(n) == FLOAT]
+            if not float_inputs or not float_outputs:
+                continue
+            fed_fp32 = all(
+                n in fp32_sources or (n in producers and (producers[n] in island or producers[n] in added))
+                for n in float_inputs
+            )
+            uses = [i for n in float_outputs for i, _ in consumers.get(n, [])
+                    if graph.node[i].op_type not in _TYPE_AGNOSTIC_INPUT_OPS]
+            read_fp32 = all(i in island or i in added for i in uses) and (uses or outputs & set(float_outputs))
+            if fed_fp32 and read_fp32:
+                added.add(index)
+                changed = True
+    return added
 
 
 def _constant_feeders(graph: onnx.GraphProto, types: dict[str, int], island: set[int]) -> set[int]:
