@@ -69,9 +69,11 @@ def cache_root() -> Path:
 
 
 def source_hash(source_dir: Path) -> str:
-    """Hash of every source file's relative path and bytes (README and other docs excluded)."""
+    """Hash of every library source file's relative path and bytes (docs and plugins/tests/ excluded)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in source_dir.rglob("*") if p.is_file() and p.suffix in _SOURCE_SUFFIXES):
+    sources = (p for p in source_dir.rglob("*")
+               if p.is_file() and p.suffix in _SOURCE_SUFFIXES and p.relative_to(source_dir).parts[0] != "tests")
+    for path in sorted(sources):
         digest.update(path.relative_to(source_dir).as_posix().encode())
         digest.update(b"\0")
         digest.update(path.read_bytes())
