@@ -234,3 +234,27 @@ def test_exported_plugin_model_is_servable(tmp_path):
     session = ort.InferenceSession(str(folder / "1" / "model.onnx"), options, providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {config.input[0].name: np.zeros((2, *config.input[0].dims), np.float32)})
     assert logits.shape == (2, *config.output[0].dims)
+
+
+def test_cli_triton(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from dat_deploy.cli import app
+
+    _model_folder(tmp_path / "models", "dat_t")
+    runner = CliRunner(env={"COLUMNS": "250"})
+    result = runner.invoke(app, ["triton", "--models", str(tmp_path / "models"), "-o", str(tmp_path / "repo")])
+    assert result.exit_code == 0, result.output
+    assert "docker run" in result.output and "--model-repository=/models" in result.output
+    _parse(tmp_path / "repo" / "dat_t" / "config.pbtxt")
+
+    result = runner.invoke(app, ["triton", "dat_t", "--models", str(tmp_path / "models"), "-o", str(tmp_path / "repo"),
+                                 "--overwrite", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert [m["name"] for m in payload["models"]] == ["dat_t"] and payload["command"].startswith("docker run")
+
+    result = runner.invoke(app, ["triton", "dat_t", "--models", str(tmp_path / "models"), "-o", str(tmp_path / "repo")])
+    assert result.exit_code != 0 and "already exists" in str(result.exception)
