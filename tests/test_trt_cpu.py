@@ -405,3 +405,25 @@ def test_build_writes_the_engine_folder_through_tensorrt_calls(tmp_path, monkeyp
     with pytest.raises(UserError, match="already exists"):
         build_trt(options, log=lambda _m: None)
     build_trt(BuildOptions(**{**options.__dict__, "overwrite": True}), log=lambda _m: None)
+
+
+def test_progress_monitor_follows_tensorrt_phases():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from dat_deploy.trt.progress import make_progress_monitor
+
+    class IProgressMonitor:  # stands in for trt.IProgressMonitor, which TensorRT calls back
+        def __init__(self):
+            pass
+
+    monitor = make_progress_monitor(types.SimpleNamespace(IProgressMonitor=IProgressMonitor),
+                                    console=Console(file=StringIO(), force_terminal=False))
+    monitor.phase_start("Building engine", None, 2)
+    monitor.phase_start("Tactic selection", "Building engine", 3)
+    assert all(monitor.step_complete("Tactic selection", step) for step in range(3))  # True: keep building
+    monitor.phase_finish("Tactic selection")
+    assert monitor._tasks.keys() == {"Building engine"}
+    monitor.phase_finish("Building engine")
+    monitor.close()

@@ -133,11 +133,12 @@ def build_engine(
     config.set_timing_cache(cache, ignore_mismatch=False)
 
     monitor = None
-    if show_progress and hasattr(trt, "IProgressMonitor"):
+    if show_progress:
         from dat_deploy.trt.progress import make_progress_monitor  # noqa: PLC0415
 
-        monitor = make_progress_monitor(trt)
-        config.progress_monitor = monitor
+        monitor = make_progress_monitor(trt)  # per-phase bars, or a spinner before TensorRT 10
+        if hasattr(trt, "IProgressMonitor"):
+            config.progress_monitor = monitor
     start = time.perf_counter()
     try:
         plan = builder.build_serialized_network(network, config)

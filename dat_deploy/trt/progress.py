@@ -5,10 +5,24 @@ from __future__ import annotations
 from types import ModuleType
 
 
+class _Spinner:
+    """What older TensorRT versions (no IProgressMonitor) get: a spinner with the elapsed time."""
+
+    def __init__(self, console) -> None:
+        self._status = console.status("building the TensorRT engine (minutes for the big variants)")
+        self._status.start()
+
+    def close(self) -> None:
+        self._status.stop()
+
+
 def make_progress_monitor(trt: ModuleType, console=None):
     """An `IProgressMonitor` (TensorRT >= 10) that shows one bar per build phase."""
     from rich.console import Console  # noqa: PLC0415
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
+    if not hasattr(trt, "IProgressMonitor"):
+        return _Spinner(console or Console(stderr=True))
 
     class RichProgressMonitor(trt.IProgressMonitor):
         def __init__(self) -> None:
