@@ -176,7 +176,7 @@ class Classifier:
         return np.asarray(logits, dtype=np.float32)
 
     def predict(self, images: ImageLike | Sequence[Any], topk: int = 5, batch_size: int = 16) -> list[Prediction]:
-        """Top-k classes for images: paths, PIL images, uint8 arrays, or (name, image) pairs."""
+        """Top-k classes for images: paths, encoded bytes, PIL images, uint8 arrays, or (name, image) pairs."""
         items = _as_list(images)
         if not items:
             raise UserError("no images given to predict.")
@@ -211,7 +211,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _as_list(images: Any) -> list:
-    if isinstance(images, (str, os.PathLike, np.ndarray)) or hasattr(images, "getpixel"):
+    if isinstance(images, (str, os.PathLike, bytes, np.ndarray)) or hasattr(images, "getpixel"):
         return [images]
     return list(images)
 
@@ -221,7 +221,7 @@ def _source_name(item: Any, index: int) -> str:
         return str(item[0])
     if isinstance(item, (str, os.PathLike)):
         return str(item)
-    return getattr(item, "filename", "") or f"image[{index}]"
+    return getattr(item, "filename", "") or f"image[{index}]"  # bytes and arrays: their position
 
 
 # ---- artifacts and their metadata ---------------------------------------------------------------
@@ -324,6 +324,9 @@ def _model_info(meta: dict[str, Any], artifact: Path, graph_size: int | None, gr
     std = _as_floats(meta.get("std"), 3)
     if mean is None or std is None:
         warnings.append("no mean/std in the metadata; using the ImageNet defaults")
+    if meta.get("outputs") == "features":
+        raise UserError(f"{artifact} is a feature-map export (backbone); predict needs a classifier export "
+                        "(dat-deploy export without --features).")
     num_classes = _as_int(meta.get("num_classes")) or graph_classes or (spec.num_classes if spec else 1000)
     sha = meta.get("weights_sha256") or None
     seed = _as_int(meta.get("random_init_seed"))

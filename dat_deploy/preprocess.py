@@ -20,6 +20,7 @@ Image modes, decided here once so that every entry point (CLI, API, visualize) a
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Iterable, Sequence, Union
@@ -31,7 +32,7 @@ from dat_deploy.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 
-ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
+ImageLike = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _ALPHA_MODES = ("RGBA", "LA", "La", "RGBa", "PA")
@@ -44,19 +45,28 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise UserError(f"image {path} does not exist. Check the path.")
     if path.is_dir():
         raise UserError(f"{path} is a folder, not an image. Pass image files (folders are expanded by the CLI).")
+    return _decode(path, str(path))
+
+
+def decode_image(data: bytes, source: str = "image bytes") -> Image.Image:
+    """Encoded image bytes (an upload, a message payload) as an RGB PIL image."""
+    return _decode(io.BytesIO(data), source)
+
+
+def _decode(file: Path | io.BytesIO, source: str) -> Image.Image:
     try:
-        with Image.open(path) as img:
+        with Image.open(file) as img:
             img.load()  # decode now: truncated files fail here, not later inside the batch
             img = ImageOps.exif_transpose(img)
-            return to_rgb(img, source=str(path))
+            return to_rgb(img, source=source)
     except UserError:
         raise
     except UnidentifiedImageError:
-        raise UserError(f"{path} is not an image Pillow can read (corrupt, or an unsupported format).") from None
+        raise UserError(f"{source} is not an image Pillow can read (corrupt, or an unsupported format).") from None
     except PermissionError:
-        raise UserError(f"cannot read {path}: permission denied.") from None
+        raise UserError(f"cannot read {source}: permission denied.") from None
     except (OSError, SyntaxError, ValueError) as exc:  # truncated / corrupt data
-        raise UserError(f"{path} is corrupt or truncated ({exc}). Re-export or re-download the image.") from None
+        raise UserError(f"{source} is corrupt or truncated ({exc}). Re-export or re-download the image.") from None
 
 
 def to_rgb(img: Image.Image, source: str = "image") -> Image.Image:
@@ -96,7 +106,9 @@ def _sixteen_bit_to_rgb(img: Image.Image, source: str) -> Image.Image:
 
 
 def as_rgb_image(item: ImageLike) -> Image.Image:
-    """A path, PIL image or HxWx3 / HxW uint8 array as an RGB PIL image."""
+    """A path, encoded bytes, PIL image or HxWx3 / HxW uint8 array as an RGB PIL image."""
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return decode_image(bytes(item))
     if isinstance(item, Image.Image):
         return to_rgb(item)
     if isinstance(item, np.ndarray):
@@ -108,7 +120,9 @@ def as_rgb_image(item: ImageLike) -> Image.Image:
         return to_rgb(Image.fromarray(item))
     if isinstance(item, (str, os.PathLike)):
         return load_image(item)
-    raise UserError(f"cannot use {type(item).__name__} as an image: pass a file path, a PIL image or a uint8 array.")
+    raise UserError(
+        f"cannot use {type(item).__name__} as an image: pass a file path, encoded bytes, a PIL image or a uint8 array."
+    )
 
 
 def crop_box(resize_size: int, input_size: int) -> tuple[int, int, int, int]:

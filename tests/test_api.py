@@ -182,8 +182,19 @@ def test_sources_are_named(small_onnx, tmp_path):
     path = tmp_path / "x.png"
     _images(1)[0].save(path)
     samples = sample_images()
-    predictions = clf.predict([str(path), *samples, np.zeros((8, 8, 3), np.uint8)])
-    assert [p.source for p in predictions] == [str(path), "astronaut", "chelsea", "coffee", "image[4]"]
+    predictions = clf.predict([str(path), *samples, np.zeros((8, 8, 3), np.uint8), path.read_bytes()])
+    assert [p.source for p in predictions] == [str(path), "astronaut", "chelsea", "coffee", "image[4]", "image[5]"]
+    assert predictions[5].indices == predictions[0].indices  # the same PNG, as a file and as uploaded bytes
+
+    with pytest.raises(UserError, match="image bytes is not an image"):
+        clf.predict([b"garbage upload"])
+
+
+def test_feature_exports_are_refused(tmp_path):
+    path = tmp_path / "features.onnx"
+    _small_classifier_onnx(path, {**RANDOM_META, "outputs": "features"})
+    with pytest.raises(UserError, match="feature-map export"):
+        Classifier.from_artifact(path)
 
 
 def test_cli_predict_on_sample_images_with_the_random_default():

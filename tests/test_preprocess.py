@@ -13,6 +13,7 @@ from PIL import Image
 from dat_deploy.errors import UserError
 from dat_deploy.preprocess import (
     crop_box,
+    decode_image,
     list_image_files,
     load_image,
     preprocess,
@@ -155,6 +156,9 @@ def test_corrupt_and_truncated_files_name_the_file(tmp_path):
 
     with pytest.raises(UserError, match="missing.png"):
         load_image(tmp_path / "missing.png")
+    with pytest.raises(UserError, match="corrupt or truncated"):
+        decode_image(truncated.read_bytes())
+    assert decode_image(buffer.getvalue()).size == (64, 64)
 
 
 def test_folders_expand_and_empty_folder_is_an_error(tmp_path):
