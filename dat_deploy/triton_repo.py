@@ -10,8 +10,8 @@
   inside the container (the ORT backend registers it with RegisterCustomOpsLibrary);
 * TensorRT engines get the plugin library copied next to them and loaded with LD_PRELOAD
   (the TensorRT backend's documented way; its `plugins` backend-config works too);
-* each model folder appears in the repository atomically (copied to a hidden temporary folder,
-  then renamed), and an existing one is replaced only with `overwrite=True`.
+* each model folder appears in the repository atomically (export's `write_model_folder`: staged
+  under a hidden name, then renamed), and an existing one is replaced only with `overwrite=True`.
 
 The result carries the `docker run ... tritonserver --model-repository=...` command to start it.
 """
@@ -22,14 +22,13 @@ import hashlib
 import json
 import os
 import shlex
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from dat_deploy.atomic import ensure_writable_dir
 from dat_deploy.errors import UserError
+from dat_deploy.export.repository import write_model_folder
 
 CONTAINER_REPOSITORY = "/models"
 DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
@@ -75,14 +74,18 @@ def _protobuf():
 
 def load_config(config_path: Path):
     """Parse a config.pbtxt with Triton's ModelConfig schema (unknown fields and typos are errors)."""
-    model_config_pb2, text_format = _protobuf()
     if not config_path.is_file():
         raise UserError(f"{config_path} does not exist: a Triton model folder needs a config.pbtxt.")
+    return parse_config_text(config_path.read_text(encoding="utf-8"), str(config_path))
+
+
+def parse_config_text(text: str, where: str):
+    model_config_pb2, text_format = _protobuf()
     config = model_config_pb2.ModelConfig()
     try:
-        text_format.Parse(config_path.read_text(encoding="utf-8"), config)
+        text_format.Parse(text, config)
     except text_format.ParseError as exc:
-        raise UserError(f"{config_path} is not a valid Triton ModelConfig: {exc}") from None
+        raise UserError(f"{where} is not a valid Triton ModelConfig: {exc}") from None
     return config
 
 
@@ -295,31 +298,23 @@ def _copy_model(folder: Path, config, kind: str, needs_plugin: bool, library: Pa
     target = output / name
     if target.exists() and not overwrite:
         raise UserError(f"{target} already exists. Pass --overwrite to replace it, or choose another --output.")
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=output))
-    try:
-        shutil.rmtree(staging)
-        shutil.copytree(folder, staging, ignore=shutil.ignore_patterns(".*"))
-        container_library = None
-        if library is not None:
-            shutil.copy2(library, staging / library.name)
-            container_library = f"{CONTAINER_REPOSITORY}/{name}/{library.name}"
-            if kind == _ORT:
-                del config.model_operations.op_library_filename[:]
-                config.model_operations.op_library_filename.append(container_library)
-        config.name = name
-        (staging / "config.pbtxt").write_text(config_text(config), encoding="utf-8")
-        load_config(staging / "config.pbtxt")  # what Triton will read must parse
-        if target.exists():
-            retired = output / f".{name}.old"
-            shutil.rmtree(retired, ignore_errors=True)
-            os.replace(target, retired)
-            os.replace(staging, target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    files = {
+        path.relative_to(folder).as_posix(): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    }
+    container_library = None
+    if library is not None:
+        files[library.name] = library.read_bytes()
+        container_library = f"{CONTAINER_REPOSITORY}/{name}/{library.name}"
+        if kind == _ORT:
+            del config.model_operations.op_library_filename[:]
+            config.model_operations.op_library_filename.append(container_library)
+    config.name = name
+    text = config_text(config)
+    parse_config_text(text, f"the config written for {name}")  # what Triton will read must parse
+    files["config.pbtxt"] = text.encode("utf-8")
+    write_model_folder(output, name, files, overwrite=overwrite)  # staged, then renamed into place
     gpu = kind == _TRT or any(group.kind == group.KIND_GPU for group in config.instance_group)
     return GatheredModel(name, kind, target, needs_plugin, container_library, gpu)
 
