@@ -26,6 +26,7 @@ from rich.console import Console
 from dat_deploy.atomic import ensure_writable_dir, write_text
 from dat_deploy.profiling import report as report_mod
 from dat_deploy.profiling.backends import BackendFactory, make_inputs
+from dat_deploy.profiling.contention import ContentionMeter
 from dat_deploy.profiling.ops import ort_op_profile
 from dat_deploy.profiling.plots import plot_latency, plot_throughput
 from dat_deploy.profiling.runner import run_profile
@@ -97,11 +98,12 @@ def main(argv=None) -> int:
             console.print(f"[dim]{phase}: round {done // per_round} of {total // per_round} done, "
                           f"{time.perf_counter() - started:.0f} s[/]", highlight=False)
 
-    results = run_profile({k: p.backend for k, p in prepared.items()}, batches, inputs,
-                          warmup=args.warmup, iters=args.iters, on_step=on_step)
-    loop_s = time.perf_counter() - started
-
     env = report_mod.environment()
+    with ContentionMeter() as meter:
+        results = run_profile({k: p.backend for k, p in prepared.items()}, batches, inputs,
+                              warmup=args.warmup, iters=args.iters, on_step=on_step)
+    loop_s = time.perf_counter() - started
+    contention = meter.result.as_dict()
     reports = {}
     for variant in variants:
         keys = [k for k in prepared if k.split(SEP)[0] == variant]
@@ -127,14 +129,14 @@ def main(argv=None) -> int:
             settings={"warmup": args.warmup, "iters": args.iters, "threads": args.threads, "batches": batches,
                       "loop_s": loop_s, "combined_loop": [k for k in prepared]},
             backends=[prepared[k].info() for k in keys], baseline="torch", ops=ops,
-            notes=common_notes + notes[variant], env=env,
+            notes=common_notes + notes[variant], env=env, contention=contention,
         )
         folder = ensure_writable_dir(output / variant)
         report_mod.write_report_files(reports[variant], folder)
         plot_throughput(reports[variant], folder / "throughput.png")
         plot_latency(reports[variant], folder / "latency.png")
 
-    markdown = render_markdown(reports, env, loop_s)
+    markdown = render_markdown(reports, env, loop_s, contention)
     write_text(output / "bench.md", markdown)
     write_text(output / "bench.json", json.dumps({"reports": reports, "notes": notes}, indent=2, allow_nan=False) + "\n")
     write_text(output / "bench.csv", "".join(
@@ -154,12 +156,13 @@ def _prefix_csv(text: str, variant: str, first: bool) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_markdown(reports: dict, env: dict, loop_s: float) -> str:
+def render_markdown(reports: dict, env: dict, loop_s: float, contention: dict) -> str:
     """The README table: mean and median latency, images/s, speedup vs PyTorch eager, CV."""
     lines = [
         f"Machine: {env['cpu']}, {env['cpu_affinity'] or env['cpu_count_logical']} cores available, "
         f"{env['memory_gb']} GiB; torch {env['torch']}, onnxruntime {env['onnxruntime']}; "
-        f"fp32, seeded random weights; one interleaved loop of {loop_s:.0f} s.",
+        f"fp32, seeded random weights; one interleaved loop of {loop_s:.0f} s during which other processes "
+        f"used {contention['others_share']:.0%} of the CPU.",
         "",
         "| variant | backend | batch | mean ms | median ms | p90 ms | images/s | vs PyTorch eager | CV |",
         "|---|---|---|---|---|---|---|---|---|",

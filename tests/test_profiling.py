@@ -19,6 +19,7 @@ from dat_deploy.commands._app import app
 from dat_deploy.errors import UserError
 from dat_deploy.profiling import report as report_mod
 from dat_deploy.profiling.backends import PreparedBackend, parse_backend_list, parse_batch_list
+from dat_deploy.profiling.contention import ContentionMeter, contention_warning
 from dat_deploy.profiling.memory import PeakRss, _hwm_resettable
 from dat_deploy.profiling.ops import layer_type_from_name, ort_op_profile, parse_ort_profile, trt_layer_profile
 from dat_deploy.profiling.runner import CaseResult, interleaved_order, make_cases, run_profile
@@ -257,6 +258,8 @@ REPORT_SCHEMA = {
     "environment": dict,
     "backends": ("list_of", BACKEND_SCHEMA),
     "results": ("list_of", RESULT_SCHEMA),
+    "contention": ("dict_or_none", {"wall_s": NUMBER, "cores": int, "own_cpu_s": NUMBER, "others_cpu_s": NUMBER,
+                                    "others_share": NUMBER}),
     "ops": (dict, type(None)),
     "warnings": ("list_of", str),
     "notes": ("list_of", str),
@@ -274,7 +277,7 @@ def check_schema(value, schema, where="report"):
         assert isinstance(value, list), f"{where}: expected a list"
         for i, item in enumerate(value):
             check_schema(item, schema[1], f"{where}[{i}]")
-    elif isinstance(schema, tuple) and schema and schema[0] == "stats_or_none":
+    elif isinstance(schema, tuple) and schema and schema[0] in ("stats_or_none", "dict_or_none"):
         if value is not None:
             check_schema(value, schema[1], where)
     else:
@@ -298,6 +301,7 @@ def _fake_report(cv_warn=0.10):
     return report_mod.build_report(
         results, variant="dat_t", input_size=224, settings={"warmup": 1, "iters": 4}, backends=backends,
         cv_warn=cv_warn, notes=["seeded random weights"], env={"cpu": "test"},
+        contention={"wall_s": 10.0, "cores": 2, "own_cpu_s": 19.0, "others_cpu_s": 1.0, "others_share": 0.05},
     )
 
 
@@ -356,6 +360,33 @@ def test_summary_renders_trtexec_fields(capsys):
     assert "GPU Compute Time: min = 4.0000 ms" in text and "percentile(99%)" in text
     assert "[W] * trt @ batch 8" in text
     assert "compile time" in text
+
+
+def test_contention_meter_sees_another_process_burning_cpu():
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    with ContentionMeter() as meter:
+        child = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass"])
+        proc = psutil.Process(child.pid)
+        child_cpu = 0.0
+        while child.poll() is None:
+            t = proc.cpu_times() if proc.is_running() else None
+            child_cpu = (t.user + t.system) if t else child_cpu
+            time.sleep(0.05)
+    result = meter.result
+    assert result.others_cpu_s >= 0.8 * child_cpu > 0
+    assert result.own_cpu_s < 0.5 * result.others_cpu_s
+    assert 0 < result.others_share <= 1.0
+
+
+def test_contention_warning_threshold():
+    assert contention_warning({"others_share": 0.05, "cores": 2}) == []
+    assert "other processes used 40%" in contention_warning({"others_share": 0.4, "cores": 2})[0]
+    assert contention_warning(None) == []
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Sequence
 
 from dat_deploy.errors import UserError
 from dat_deploy.profiling.backends import BackendFactory, PreparedBackend, make_inputs, onnx_metadata
+from dat_deploy.profiling.contention import ContentionMeter
 from dat_deploy.profiling.memory import PeakRss
 from dat_deploy.profiling.stats import DEFAULT_CV_WARN
 
@@ -112,7 +113,9 @@ def profile(options: ProfileOptions, console=None) -> tuple[dict, dict[str, Path
     if not prepared:
         raise UserError("no backend could be prepared; see the messages above.")
 
-    results = _timed_run(prepared, options, inputs, console, run_profile)
+    env = report_mod.environment()
+    with ContentionMeter() as meter:
+        results = _timed_run(prepared, options, inputs, console, run_profile)
     ops = _op_profiles(prepared, options, inputs, console) if options.ops else None
     settings = {
         "backends": list(prepared),
@@ -128,7 +131,7 @@ def profile(options: ProfileOptions, console=None) -> tuple[dict, dict[str, Path
     report = report_mod.build_report(
         results, variant=options.variant, input_size=input_size, settings=settings,
         backends=[p.info() for p in prepared.values()], baseline=next(iter(prepared)),
-        cv_warn=options.cv_warn, ops=ops, notes=notes,
+        cv_warn=options.cv_warn, ops=ops, notes=notes, env=env, contention=meter.result.as_dict(),
     )
     files = report_mod.write_report_files(report, output)
     if options.plots:

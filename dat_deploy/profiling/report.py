@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from dat_deploy.atomic import write_text
+from dat_deploy.profiling.contention import contention_warning
 from dat_deploy.profiling.runner import SPLIT_KEYS, CaseResult
 from dat_deploy.profiling.stats import DEFAULT_CV_WARN, few_iterations_warning, noise_warnings, summarize, throughput
 
@@ -46,6 +47,7 @@ def environment() -> dict:
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "numpy": numpy.__version__,
+        "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
     for module in ("torch", "onnxruntime", "tensorrt"):
         env[module] = _version_if_imported(module)
@@ -88,16 +90,20 @@ def build_report(
     ops: dict | None = None,
     notes: Sequence[str] = (),
     env: dict | None = None,
+    contention: dict | None = None,
 ) -> dict:
     """Statistics, ratios and warnings for every case; raw samples are kept for re-analysis.
 
     `backends` holds one dict per backend: name, description, artifact, load_s, compile_s.
     Speedup vs `baseline` = baseline mean latency / this mean latency at the same batch size.
+    `contention` is ContentionMeter's result for the timed loop (other processes' share of the CPU).
     """
     baseline = baseline if baseline is not None else (backends[0]["name"] if backends else None)
     compile_s = {b["name"]: b.get("compile_s") for b in backends}
     stats = {(r.backend, r.batch): summarize(r.samples_ms) for r in results}
+    env = env if env is not None else environment()
     warnings: list[str] = few_iterations_warning(min((s.count for s in stats.values()), default=0))
+    warnings += contention_warning(contention)
     rows = []
     for r in results:
         s = stats[(r.backend, r.batch)]
@@ -131,7 +137,8 @@ def build_report(
         "variant": variant,
         "input_size": input_size,
         "settings": {**settings, "cv_warn": cv_warn, "baseline": baseline, "interleaved": True},
-        "environment": env if env is not None else environment(),
+        "environment": env,
+        "contention": contention,
         "backends": list(backends),
         "results": rows,
         "ops": ops,
@@ -247,6 +254,10 @@ def render_summary(report: dict, console) -> None:
                 )
     if report.get("ops"):
         render_ops(report["ops"], console)
+    contention = report.get("contention")
+    if contention:
+        console.print(f"[dim]timed loop: {contention['wall_s']:.1f} s; other processes used "
+                      f"{contention['others_share']:.0%} of the {contention['cores']} cores meanwhile[/]", highlight=False)
     for note in report.get("notes", []):
         console.print(f"[dim]note:[/] {note}", highlight=False)
     for warning in report["warnings"]:
