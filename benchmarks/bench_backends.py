@@ -40,6 +40,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch", default="1,8")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=8)
+    parser.add_argument("--duration", type=float, default=None,
+                        help="instead of --iters: timed rounds until this many seconds have passed (at least one)")
     parser.add_argument("--threads", type=int, default=None, help="torch and ORT intra-op threads (default: their own)")
     parser.add_argument("--compile", action="store_true", help="also torch.compile (2.5-8 min per variant and batch on 2 cores)")
     parser.add_argument("--no-plugin", action="store_true", help="leave out ort-plugin")
@@ -88,20 +90,23 @@ def main(argv=None) -> int:
         raise SystemExit("variants with different input sizes cannot share one loop; run them separately")
     inputs = inputs_by_size[next(iter(sizes.values()))]
 
+    rounds = f"{args.duration:.0f} s of" if args.duration else str(args.iters)
     console.print(f"timing {len(prepared)} backends x {len(batches)} batch sizes, warmup {args.warmup}, "
-                  f"{args.iters} interleaved rounds")
+                  f"{rounds} interleaved rounds")
     started = time.perf_counter()
     per_round = len(prepared) * len(batches)
 
     def on_step(phase, case, done, total):
         if done % per_round == 0:
-            console.print(f"[dim]{phase}: round {done // per_round} of {total // per_round} done, "
+            of = f" of {total // per_round}" if total else ""
+            console.print(f"[dim]{phase}: round {done // per_round}{of} done, "
                           f"{time.perf_counter() - started:.0f} s[/]", highlight=False)
 
     env = report_mod.environment()
     with ContentionMeter() as meter:
         results = run_profile({k: p.backend for k, p in prepared.items()}, batches, inputs,
-                              warmup=args.warmup, iters=args.iters, on_step=on_step)
+                              warmup=args.warmup, iters=None if args.duration else args.iters,
+                              duration_s=args.duration, on_step=on_step)
     loop_s = time.perf_counter() - started
     contention = meter.result.as_dict()
     reports = {}
@@ -126,7 +131,8 @@ def main(argv=None) -> int:
                                                                   custom_op_library=lib).as_dict()
         reports[variant] = report_mod.build_report(
             mine, variant=variant, input_size=sizes[keys[0]],
-            settings={"warmup": args.warmup, "iters": args.iters, "threads": args.threads, "batches": batches,
+            settings={"warmup": args.warmup, "iters": None if args.duration else args.iters,
+                      "duration_s": args.duration, "threads": args.threads, "batches": batches,
                       "loop_s": loop_s, "combined_loop": [k for k in prepared]},
             backends=[prepared[k].info() for k in keys], baseline="torch", ops=ops,
             notes=common_notes + notes[variant], env=env, contention=contention,

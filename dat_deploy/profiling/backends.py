@@ -178,7 +178,17 @@ class BackendFactory:
         start = time.perf_counter()
         proto = export_model(self.model(), self.variant, TraceOptions(opset=EXPORT_OPSET, batch=None, flavor=flavor))
         write_bytes(path, proto.SerializeToString())
+        self._drop_stale_exports(path.parent)
         return path, time.perf_counter() - start
+
+    def _drop_stale_exports(self, keep: Path) -> None:
+        """Older exports of this variant and flavour (another source or weights) would only fill the disk."""
+        prefix = keep.name.rsplit("-", 1)[0] + "-"
+        for folder in keep.parent.glob(prefix + "*"):
+            if folder != keep and folder.is_dir() and (folder / "model.onnx").is_file():
+                (folder / "model.onnx").unlink()
+                if not any(folder.iterdir()):
+                    folder.rmdir()
 
     def _cache_key(self, flavor: str) -> str:
         if self.weights is not None:

@@ -66,4 +66,5 @@ def contention_warning(contention: dict | None, threshold: float = BUSY_WARN) ->
         return []
     return [f"the machine was busy: other processes used {contention['others_share']:.0%} of its "
             f"{contention['cores']} cores while we timed. Absolute numbers are pessimistic and ratios between "
-            "backends are unreliable (multi-threaded backends suffer most); re-run on an idle machine."]
+            "backends are unreliable: multi-threaded backends suffer most, PyTorch's OpenMP threads above all "
+            "(they wait on each other at every op). Re-run on an idle machine, or pin --threads 1."]
