@@ -1,0 +1,73 @@
+"""The plugin build driver and `dat-deploy build-plugins`: cache by source hash, summary, clear errors."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dat_deploy import native
+from dat_deploy.cli import app  # importing the CLI registers every command
+from dat_deploy.errors import UserError
+from dat_deploy.native import builder
+
+
+@pytest.fixture()
+def private_sources(tmp_path, monkeypatch) -> Path:
+    """A copy of plugins/ and an empty cache, so the test builds from scratch without touching the user's cache."""
+    sources = tmp_path / "plugins"
+    shutil.copytree(builder.plugins_source_dir(), sources)
+    monkeypatch.setenv("DAT_DEPLOY_PLUGINS_SRC", str(sources))
+    monkeypatch.setenv("DAT_DEPLOY_CACHE", str(tmp_path / "cache"))
+    return sources
+
+
+def test_source_hash_follows_sources_not_docs(private_sources):
+    before = builder.source_hash(private_sources)
+    (private_sources / "README.md").write_text("edited docs\n")
+    assert builder.source_hash(private_sources) == before
+    header = private_sources / "common" / "datSamplingMath.h"
+    header.write_text(header.read_text() + "\n// edited\n")
+    assert builder.source_hash(private_sources) != before
+
+
+def test_cpu_build_is_cached_and_summarised(private_sources, tmp_path):
+    first = native.build(cuda=False)
+    assert not first.cached
+    assert first.config_dir.is_relative_to(tmp_path / "cache")
+    status = {t.target: t for t in first.targets}
+    assert status["dat_ort_ops"].built and status["dat_ort_ops"].library.is_file()
+    assert not status["dat_cuda_ops"].built and "DAT_WITH_CUDA=OFF" in status["dat_cuda_ops"].reason
+    assert not status["dat_trt_plugins"].built and "TENSORRT_INCLUDE_DIR" in status["dat_trt_plugins"].reason
+    again = native.build(cuda=False)
+    assert again.cached and again.library("dat_ort_ops") == first.library("dat_ort_ops")
+    assert native.ort_library_path(build=False) == first.library("dat_ort_ops")
+    assert {e["name"]: e["built"] for e in native.status()}["libdat_ort_ops.so"] is True
+
+
+def test_missing_library_is_a_user_error(private_sources):
+    with pytest.raises(UserError, match="build-plugins"):
+        native.ort_library_path(build=False)
+    with pytest.raises(UserError, match="--tensorrt-include"):
+        native.trt_plugin_library_path()
+
+
+def test_missing_sources_are_a_user_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAT_DEPLOY_PLUGINS_SRC", str(tmp_path / "nowhere"))
+    with pytest.raises(UserError, match="plugin sources not found"):
+        native.build(cuda=False)
+
+
+def test_cli_rejects_a_folder_without_tensorrt_headers(tmp_path):
+    result = CliRunner().invoke(app, ["build-plugins", "--tensorrt-include", str(tmp_path)])
+    assert isinstance(result.exception, UserError)
+    assert "NvInferRuntime.h" in str(result.exception)
+
+
+def test_cli_prints_the_summary_table():
+    result = CliRunner().invoke(app, ["build-plugins", "--no-cuda"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for text in ("dat_ort_ops", "built", "dat_cuda_ops", "skipped", "dat_trt_plugins", "libdat_ort_ops.so"):
+        assert text in result.output
