@@ -38,7 +38,10 @@ class Contention:
     @property
     def others_share(self) -> float:
         """Share of the machine's capacity (cores x wall time) that other processes used."""
-        return self.others_cpu_s / (self.cores * self.wall_s) if self.wall_s > 0 else 0.0
+        if self.wall_s <= 0:
+            return 0.0
+        # /proc/stat counts in clock ticks: on a saturated machine the ratio can overshoot 1 by a tick or two
+        return min(1.0, self.others_cpu_s / (self.cores * self.wall_s))
 
     def as_dict(self) -> dict:
         return {"wall_s": self.wall_s, "cores": self.cores, "own_cpu_s": self.own_cpu_s,

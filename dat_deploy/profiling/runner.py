@@ -85,7 +85,7 @@ def run_profile(
         raise ValueError("warmup must be >= 0")
     cases = make_cases(list(backends), batches)
     results = {case: CaseResult(case.backend, case.batch) for case in cases}
-    gpu = {name: GpuPeak(backend) for name, backend in backends.items()}
+    gpu = {case: GpuPeak(backends[case.backend]) for case in cases}
 
     with PeakRss() as rss:
 
@@ -93,7 +93,7 @@ def run_profile(
             backend = backends[case.backend]
             batch = inputs[case.batch]
             rss.begin(case)
-            gpu[case.backend].before_run()
+            gpu[case].before_run()
             timed_run = getattr(backend, "timed_run", None)
             start = clock()
             if timed_run is not None:
@@ -103,7 +103,7 @@ def run_profile(
                 split = None
             elapsed_ms = (clock() - start) * 1000.0
             rss.end()
-            gpu[case.backend].after_run()
+            gpu[case].after_run()
             return elapsed_ms, split
 
         total_warmup = warmup * len(cases)
@@ -137,5 +137,5 @@ def run_profile(
         for case, result in results.items():
             result.peak_rss_mb = rss.peak_mb(case)
             result.rss_growth_mb = rss.growth_mb(case)
-            result.peak_gpu_mb = gpu[case.backend].peak_mb()
+            result.peak_gpu_mb = gpu[case].peak_mb()
     return [results[case] for case in cases]
