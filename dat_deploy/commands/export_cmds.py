@@ -25,6 +25,7 @@ def export_command(
     name: Optional[str] = typer.Option(None, "--name", help="Model folder name (default: derived from the options)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random default when no --weights is given."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model folder."),
+    check: bool = typer.Option(True, "--check/--no-check", help="Refuse to write a graph that does not match PyTorch."),
 ) -> None:
     """Export a DAT checkpoint to ONNX, check it against PyTorch, write models/<name>/ for Triton."""
     from dat_deploy.export import export_onnx
@@ -38,10 +39,11 @@ def export_command(
         result = export_onnx(
             variant, output_dir=output, name=name, weights=weights, seed=seed, opset=opset,
             batch=None if batch == "dynamic" else int(batch), flavor=flavor, features=features,
-            dynamic_hw=dynamic_hw, overwrite=overwrite, on_step=on_step,
+            dynamic_hw=dynamic_hw, overwrite=overwrite, check=check, on_step=on_step,
         )
     worst = max(o.max_abs for r in result.parity.results for o in r.outputs)
-    console.print(f"[green]exported[/] {result.onnx_path} in {result.seconds:.1f} s; onnxruntime matches PyTorch "
+    verdict = "matches" if result.parity.passed else "[red]does NOT match[/]"
+    console.print(f"[green]exported[/] {result.onnx_path} in {result.seconds:.1f} s; onnxruntime {verdict} PyTorch "
                   f"(max abs {worst:.2e} at batch {', '.join(str(r.batch) for r in result.parity.results)})")
     console.print(f"Triton config: {result.folder / 'config.pbtxt'}")
 

@@ -14,7 +14,7 @@ from dat_deploy.model.attention import DeformableAttention
 @dataclass
 class DeformableBlockInfo:
     stage: int
-    block: int
+    block: int  # 1-based within the stage, as `visualize --blocks S.B` counts
     groups: int
     heads: int
     key_grid: tuple[int, int]
@@ -50,7 +50,7 @@ def summarize(variant: str, input_size: int | None = None) -> ModelSummary:
         for d, attn in enumerate(stage.attns):
             if isinstance(attn, DeformableAttention):
                 pos = positions[index]
-                blocks.append(DeformableBlockInfo(s, d, attn.groups, attn.heads, (pos.shape[2], pos.shape[3]),
+                blocks.append(DeformableBlockInfo(s, d + 1, attn.groups, attn.heads, (pos.shape[2], pos.shape[3]),
                                                   (maps[s].shape[2], maps[s].shape[3])))
                 index += 1
     return ModelSummary(
