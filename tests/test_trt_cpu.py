@@ -181,6 +181,9 @@ def test_latest_export_of_the_requested_flavour_is_picked(tmp_path):
     export_into(models, "toy_trt_fp16", sampling_model(), mtime=4_000)  # an engine folder
     export_into(models, ".staging.partial", sampling_model(), mtime=5_000)  # an unfinished export
     assert find_latest_export(models, "native").path == standard
+    # With export's sidecar the flavour is read from it; the graph is only loaded for the pick.
+    (plugin.parent.parent / "dat_deploy.json").write_text(json.dumps({"metadata": {"flavor": "plugin"}}))
+    assert find_latest_export(models, "native").path == standard
     picked = find_latest_export(models, "plugin")
     assert picked.path == plugin and picked.name == "newer_plugin"
 

@@ -125,6 +125,18 @@ def _candidates(models_dir: Path) -> list[Path]:
     return found
 
 
+def _flavor_from_sidecar(path: Path) -> str | None:
+    """The flavour `dat-deploy export` recorded next to the model, without loading the graph."""
+    import json
+
+    sidecar = path.parent.parent / "dat_deploy.json"
+    try:
+        recorded = json.loads(sidecar.read_text(encoding="utf-8")).get("metadata", {}).get("flavor")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return {"plugin": "plugin", "standard": "native"}.get(recorded)
+
+
 def find_latest_export(models_dir: Path, flavor: str) -> SourceModel:
     """The model most recently exported into `models_dir` (Triton layout) whose flavour fits."""
     models_dir = Path(models_dir)
@@ -138,6 +150,10 @@ def find_latest_export(models_dir: Path, flavor: str) -> SourceModel:
         )
     skipped = []
     for path in candidates:
+        quick = _flavor_from_sidecar(path)
+        if quick is not None and quick != flavor:
+            skipped.append(f"{path} ({quick})")
+            continue
         source = read_source(path)
         if source.is_fp16:
             continue
