@@ -413,6 +413,25 @@ def test_cli_refuses_iters_with_duration(tmp_path):
     assert isinstance(result.exception, UserError)
 
 
+def test_cli_trt_without_engine_is_a_user_error(tmp_path):
+    from dat_deploy.cli import main  # noqa: F401
+
+    result = CliRunner().invoke(app, ["profile", "--backend", "trt", "--iters", "1", "--output", str(tmp_path / "r")])
+    assert isinstance(result.exception, UserError) and "--engine" in str(result.exception)
+
+
+def test_cli_onnx_of_another_variant_is_a_user_error(tmp_path):
+    from dat_deploy.cli import main  # noqa: F401
+
+    path = _grid_sample_graph(tmp_path / "gs.onnx")
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {"variant": "dat_s", "flavor": "standard"})
+    onnx.save(model, str(path))
+    result = CliRunner().invoke(app, ["profile", "--variant", "dat_t", "--backend", "ort", "--onnx", str(path),
+                                      "--iters", "1", "--output", str(tmp_path / "r")])
+    assert isinstance(result.exception, UserError) and "--variant dat_s" in str(result.exception)
+
+
 # --------------------------------------------------------------------------------------------
 # op profiles
 # --------------------------------------------------------------------------------------------

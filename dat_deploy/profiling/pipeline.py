@@ -71,7 +71,7 @@ def profile(options: ProfileOptions, console=None) -> tuple[dict, dict[str, Path
     for name in ("profile.json", "profile.csv", "throughput.png", "latency.png"):
         if (output / name).exists():
             raise UserError(f"{output / name} already exists. Choose another --output folder.")
-    ensure_writable_dir(output)
+    _check_can_create(output)  # the folder itself is made only when there is something to write
 
     notes = list(options.extra_notes)
     if options.onnx is not None:
@@ -133,6 +133,7 @@ def profile(options: ProfileOptions, console=None) -> tuple[dict, dict[str, Path
         backends=[p.info() for p in prepared.values()], baseline=next(iter(prepared)),
         cv_warn=options.cv_warn, ops=ops, notes=notes, env=env, contention=meter.result.as_dict(),
     )
+    ensure_writable_dir(output)
     files = report_mod.write_report_files(report, output)
     if options.plots:
         from dat_deploy.profiling.plots import plot_latency, plot_throughput
@@ -140,6 +141,17 @@ def profile(options: ProfileOptions, console=None) -> tuple[dict, dict[str, Path
         files["throughput_png"] = plot_throughput(report, output / "throughput.png")
         files["latency_png"] = plot_latency(report, output / "latency.png")
     return report, files
+
+
+def _check_can_create(folder: Path) -> None:
+    """Fail before minutes of timing, not after, when the report could not be written."""
+    import os
+
+    existing = Path(folder).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write the report to {folder}: {existing} is not a writable folder. Choose another --output.")
 
 
 def _timed_run(prepared, options: ProfileOptions, inputs, console, run_profile):
