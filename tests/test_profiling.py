@@ -418,6 +418,7 @@ def test_cli_trt_without_engine_is_a_user_error(tmp_path):
 
     result = CliRunner().invoke(app, ["profile", "--backend", "trt", "--iters", "1", "--output", str(tmp_path / "r")])
     assert isinstance(result.exception, UserError) and "--engine" in str(result.exception)
+    assert not (tmp_path / "r").exists()  # nothing written when nothing was measured
 
 
 def test_cli_onnx_of_another_variant_is_a_user_error(tmp_path):
