@@ -12,6 +12,7 @@ import io
 import json
 import os
 import platform
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
@@ -54,6 +55,8 @@ def environment() -> dict:
     from dat_deploy import __version__ as dat_deploy_version  # noqa: PLC0415
 
     env["dat_deploy"] = dat_deploy_version
+    torch = sys.modules.get("torch")
+    env["torch_threads"] = torch.get_num_threads() if torch is not None else None
     return env
 
 
@@ -68,8 +71,6 @@ def _cpu_model() -> str:
 
 
 def _version_if_imported(module: str) -> str | None:
-    import sys
-
     mod = sys.modules.get(module)
     return getattr(mod, "__version__", None) if mod is not None else None
 
