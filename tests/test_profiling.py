@@ -387,6 +387,7 @@ def test_contention_warning_threshold():
     assert contention_warning({"others_share": 0.05, "cores": 2}) == []
     assert "other processes used 40%" in contention_warning({"others_share": 0.4, "cores": 2})[0]
     assert contention_warning(None) == []
+    assert "--threads 1" not in contention_warning({"others_share": 0.4, "cores": 2}, threads=1)[0]
 
 
 # --------------------------------------------------------------------------------------------

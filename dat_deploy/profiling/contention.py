@@ -64,10 +64,11 @@ class ContentionMeter:
         self.result = Contention(time.perf_counter() - self._wall, _cores(), own, max(0.0, busy - own))
 
 
-def contention_warning(contention: dict | None, threshold: float = BUSY_WARN) -> list[str]:
+def contention_warning(contention: dict | None, threshold: float = BUSY_WARN, threads: int | None = None) -> list[str]:
     if not contention or contention["others_share"] <= threshold:
         return []
+    advice = "Re-run on an idle machine." if threads == 1 else "Re-run on an idle machine, or pin --threads 1."
     return [f"the machine was busy: other processes used {contention['others_share']:.0%} of its "
             f"{contention['cores']} cores while we timed. Absolute numbers are pessimistic and ratios between "
             "backends are unreliable: multi-threaded backends suffer most, PyTorch's OpenMP threads above all "
-            "(they wait on each other at every op). Re-run on an idle machine, or pin --threads 1."]
+            f"(they wait on each other at every op). {advice}"]

@@ -160,7 +160,7 @@ def _timed_run(prepared, options: ProfileOptions, inputs, console, run_profile):
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=False) as progress:
         n_cases = len(prepared) * len(options.batches)
-        warm = progress.add_task("warmup", total=options.warmup * n_cases)
+        warm = progress.add_task("warmup", total=options.warmup * n_cases, visible=options.warmup > 0)
         timed = progress.add_task("timed", total=None if options.iters is None else options.iters * n_cases)
 
         def on_step(phase, case, done, total):

@@ -104,7 +104,7 @@ def build_report(
     stats = {(r.backend, r.batch): summarize(r.samples_ms) for r in results}
     env = env if env is not None else environment()
     warnings: list[str] = few_iterations_warning(min((s.count for s in stats.values()), default=0))
-    warnings += contention_warning(contention)
+    warnings += contention_warning(contention, threads=settings.get("threads"))
     rows = []
     for r in results:
         s = stats[(r.backend, r.batch)]
