@@ -18,7 +18,6 @@ The result carries the `docker run ... tritonserver --model-repository=...` comm
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shlex
@@ -29,6 +28,7 @@ from typing import Any, Sequence
 from dat_deploy.atomic import ensure_writable_dir
 from dat_deploy.errors import UserError
 from dat_deploy.export.repository import write_model_folder
+from dat_deploy.hashing import sha256_file
 
 CONTAINER_REPOSITORY = "/models"
 DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
@@ -219,10 +219,6 @@ def _recorded_sha(folder: Path) -> str | None:
     return entry.get("sha256") if isinstance(entry, dict) else None
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def engine_plugin(folder: Path) -> tuple[bool, Path | None]:
     """Does the engine need our TensorRT plugins (build-trt's sidecar says), and which library was used?
 
@@ -273,7 +269,7 @@ def gather(
                     "was not found. Build it with `dat-deploy build-plugins` or pass --ort-ops-lib PATH."
                 )
             recorded_sha = _recorded_sha(folder) if kind == _TRT else None
-            if library is not None and recorded_sha and _sha256(library) != recorded_sha:
+            if library is not None and recorded_sha and sha256_file(library) != recorded_sha:
                 notes.append(f"{folder.name}: {library} is not the plugin build the engine was made with "
                              f"(sha256 in {folder / SIDECAR_NAME}); a plan needs that same library.")
         gathered.append(_copy_model(folder, config, kind, needs_plugin, library, output, overwrite))

@@ -19,7 +19,7 @@ from dat_deploy.model import VARIANTS, create_model, sampling
 from dat_deploy.parity.compare import TOLERANCES
 from dat_deploy.parity.inputs import random_case
 from dat_deploy.parity.validate import validate_artifact
-from dat_deploy.runtime import OrtBackend, TorchBackend
+from dat_deploy.runtime import OrtBackend
 
 
 def _torch_logits(model, batch: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from dat_deploy.errors import UserError
-from dat_deploy.model import create_model, get_variant, load_weights
+from dat_deploy.model import create_model, get_variant
 from dat_deploy.model.attention import NeighborhoodAttention, reference_points
 from dat_deploy.model.checkpoint import read_checkpoint
 

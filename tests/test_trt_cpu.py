@@ -23,7 +23,8 @@ from onnx import TensorProto, helper, numpy_helper
 from dat_deploy.errors import UserError
 from dat_deploy.export.fp16 import precision_summary
 from dat_deploy.trt.build import BuildOptions, build_trt, prepare_build, read_sidecar
-from dat_deploy.trt.loader import sha256_file, tensorrt_available
+from dat_deploy.hashing import sha256_file
+from dat_deploy.trt.loader import tensorrt_available
 from dat_deploy.trt.source import check_flavor, find_latest_export, read_source
 from dat_deploy.trt.triton import config_text, tensorrt_model_config
 

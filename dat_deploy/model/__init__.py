@@ -20,8 +20,8 @@ from dat_deploy.model.checkpoint import (
     adapt_to_model,
     describe_mismatch,
     read_checkpoint,
-    sha256_of,
 )
+from dat_deploy.hashing import sha256_file
 from dat_deploy.model.dat import DAT
 from dat_deploy.model.seeded_init import DEFAULT_SEED, seeded_state_dict
 from dat_deploy.model.variants import VARIANTS, VariantSpec, get_variant
@@ -76,7 +76,7 @@ def load_weights(model: DAT, path: str | Path, variant: str) -> None:
             + hint
         )
     model.load_state_dict(state, strict=True)
-    model.provenance = {"weights": str(path), "weights_sha256": sha256_of(path)}
+    model.provenance = {"weights": str(path), "weights_sha256": sha256_file(path)}
 
 
 def create_model(

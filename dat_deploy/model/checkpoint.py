@@ -11,7 +11,6 @@ run arbitrary code), we allow exactly that class name and rebuild it as an inert
 from __future__ import annotations
 
 import collections
-import hashlib
 import math
 import pickle
 import zipfile
@@ -27,14 +26,6 @@ from dat_deploy.errors import UserError
 # torch's weights-only unpickler can fill an OrderedDict (items and attribute state) but runs no
 # constructor of ours, so the config comes back as plain nested data.
 _PICKLED_CONFIG_CLASSES = ["yacs.config.CfgNode"]
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _load_pth(path: Path) -> object:

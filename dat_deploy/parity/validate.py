@@ -13,7 +13,7 @@ from pathlib import Path
 from dat_deploy.errors import UserError
 from dat_deploy.export.repository import latest_model_folder, read_sidecar
 from dat_deploy.model import create_model, get_variant
-from dat_deploy.model.checkpoint import sha256_of
+from dat_deploy.hashing import sha256_file
 from dat_deploy.parity.compare import TOLERANCES, Tolerance
 from dat_deploy.parity.inputs import default_cases
 from dat_deploy.parity.report import ParityReport, run_parity
@@ -65,7 +65,7 @@ def reference_model(meta: dict, weights: Path | None):
     if expected_sha:
         if weights is None:
             raise UserError(f"the artifact was exported from weights with sha256 {expected_sha[:12]}...; pass the same file with --weights.")
-        if sha256_of(weights) != expected_sha:
+        if sha256_file(weights) != expected_sha:
             raise UserError(f"{weights} is not the checkpoint this artifact was exported from (sha256 differs).")
         return create_model(meta["variant"], weights=weights, features_only=features)
     return create_model(meta["variant"], seed=int(meta.get("random_init_seed", 0)), features_only=features)

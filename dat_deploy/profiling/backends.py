@@ -192,9 +192,9 @@ class BackendFactory:
 
     def _cache_key(self, flavor: str) -> str:
         if self.weights is not None:
-            from dat_deploy.model.checkpoint import sha256_of
+            from dat_deploy.hashing import sha256_file
 
-            weights_id = sha256_of(self.weights)
+            weights_id = sha256_file(self.weights)
         else:
             weights_id = "seeded-random"
         text = "|".join([self.variant, flavor, str(EXPORT_OPSET), weights_id, _source_fingerprint()])

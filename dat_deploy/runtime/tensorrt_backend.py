@@ -58,7 +58,7 @@ def _check_versions(trt, engine_path: Path, sidecar: dict[str, Any] | None) -> N
 
 def _plugin_library(engine_path: Path, plugin_lib: Path | None, sidecar: dict[str, Any] | None) -> Path | None:
     """The library to load, checked against the sidecar's sha256 when the engine used one."""
-    from dat_deploy.trt.loader import sha256_file  # noqa: PLC0415
+    from dat_deploy.hashing import sha256_file  # noqa: PLC0415
 
     recorded = (sidecar or {}).get("plugin_library")
     if plugin_lib is None and recorded:

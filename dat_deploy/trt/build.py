@@ -105,7 +105,7 @@ def default_timing_cache(tensorrt_version: str, compute_capability: str) -> Path
 
 def prepare_build(options: BuildOptions, log: Callable[[str], None] = print) -> PreparedBuild:
     """Everything up to the TensorRT build: choose and check the source, write the fp16 graph."""
-    from dat_deploy.trt.loader import sha256_file  # noqa: PLC0415
+    from dat_deploy.hashing import sha256_file  # noqa: PLC0415
 
     if options.onnx is None:
         source = find_latest_export(Path(options.output), options.flavor)
@@ -211,7 +211,8 @@ def build_trt(options: BuildOptions, log: Callable[[str], None] = print) -> Buil
     """The whole `build-trt`: prepare (no TensorRT needed), then build and write the engine folder."""
     from dat_deploy.export.repository import write_model_folder  # noqa: PLC0415
     from dat_deploy.trt.engine_builder import build_engine, device_description  # noqa: PLC0415
-    from dat_deploy.trt.loader import import_tensorrt, sha256_file  # noqa: PLC0415
+    from dat_deploy.hashing import sha256_file  # noqa: PLC0415
+    from dat_deploy.trt.loader import import_tensorrt  # noqa: PLC0415
     from dat_deploy.trt.triton import config_text, plugin_readme, tensorrt_model_config  # noqa: PLC0415
 
     prepared = prepare_build(options, log)
