@@ -1,0 +1,45 @@
+"""Whole models in the plugin flavour: both grid_sample calls of every deformable block become `dat`
+nodes, and onnxruntime with our custom-op library computes what PyTorch computes."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from dat_deploy.export.graph_checks import op_histogram
+from dat_deploy.model import create_model
+from dat_deploy.parity.inputs import random_case
+from dat_deploy.runtime import OrtBackend
+
+DEFORMABLE_BLOCKS = {"dat_t": 4, "dat_pp_t": 14, "dat_s": 10, "dat_pp_s": 14}
+
+
+def _check_plugin_model(export_once, variant: str, batches=(1, 5)) -> None:
+    result = export_once(variant, flavor="plugin")
+    ops = op_histogram(onnx.load(str(result.onnx_path)))
+    assert "GridSample" not in ops
+    assert ops["dat::DATDeformSample"] == ops["dat::DATRelPosBias"] == DEFORMABLE_BLOCKS[variant]
+    backend = OrtBackend(result.onnx_path)
+    assert backend.plugin_library is not None and backend.name.startswith("ort-plugin")
+    model = create_model(variant)
+    for batch in batches:
+        x = random_case(batch, 224, 224, seed=11).batch
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x)).numpy()
+        got = backend.run(x)["logits"]
+        assert np.abs(got - expected).max() <= 1e-4
+        assert (got.argmax(1) == expected.argmax(1)).all()
+
+
+@pytest.mark.parametrize("variant", ["dat_t", "dat_pp_t"])
+def test_plugin_flavour_matches_pytorch(export_once, variant):
+    _check_plugin_model(export_once, variant)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["dat_s", "dat_pp_s"])
+def test_plugin_flavour_larger_variants(export_once, variant):
+    """Base and 384 variants: benchmarks/bench_export.py --flavor plugin (too slow for CI's budget)."""
+    _check_plugin_model(export_once, variant, batches=(2,))
