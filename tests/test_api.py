@@ -225,11 +225,9 @@ def test_cli_predict_table_and_folder(small_onnx, tmp_path):
 
 
 @pytest.mark.slow
-def test_dat_t_artifact_end_to_end(tmp_path):
+def test_dat_t_artifact_end_to_end(export_once):
     """Export DAT-T, serve it through the API from several threads, and agree with PyTorch."""
-    from dat_deploy.export import export_onnx
-
-    folder = export_onnx("dat_t", output_dir=tmp_path / "models").folder
+    folder = export_once("dat_t").folder
     ort_clf = Classifier.from_artifact(folder)  # the Triton model folder export wrote
     assert ort_clf.info.variant == "dat_t" and ort_clf.info.resize_size == 256 and ort_clf.info.random_weights
     samples = sample_images()

@@ -317,15 +317,9 @@ def test_convert_fp16_command(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def dat_t_fp32(request, tmp_path_factory) -> onnx.ModelProto:
-    """The session's shared dat_t export (tests/conftest.py) where there is one, else our own."""
-    try:
-        path = request.getfixturevalue("dat_t_onnx")
-    except pytest.FixtureLookupError:
-        from dat_deploy.export import export_onnx
-
-        path = export_onnx("dat_t", output_dir=tmp_path_factory.mktemp("models"), opset=18).onnx_path
-    return onnx.load(str(path))
+def dat_t_fp32(dat_t_onnx) -> onnx.ModelProto:
+    """The session's shared dat_t export (tests/conftest.py)."""
+    return onnx.load(str(dat_t_onnx))
 
 
 @pytest.mark.slow

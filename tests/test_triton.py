@@ -211,16 +211,13 @@ def test_engine_plugin_not_found_is_a_note_not_a_crash(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_exported_plugin_model_is_servable(tmp_path):
+def test_exported_plugin_model_is_servable(tmp_path, export_once):
     """export (plugin flavour) -> gather -> what Triton's onnxruntime backend does with the folder."""
     import numpy as np
     import onnxruntime as ort
 
-    from dat_deploy.export import export_onnx
-
-    models = tmp_path / "models"
-    export_onnx("dat_t", output_dir=models, flavor="plugin")
-    (name,) = [p.name for p in models.iterdir() if not p.name.startswith(".")]
+    exported = export_once("dat_t", flavor="plugin").folder
+    models, name = exported.parent, exported.name
     result = gather([name], tmp_path / "repo", models_root=models)
 
     folder = tmp_path / "repo" / name
