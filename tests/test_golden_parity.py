@@ -32,6 +32,19 @@ def _seeded_model(variant: str) -> torch.nn.Module:
     return model.eval()
 
 
+@pytest.fixture(scope="module")
+def tiny_models():
+    """The fast tests' seeded models, built once per module."""
+    cache: dict[str, torch.nn.Module] = {}
+
+    def get(variant: str) -> torch.nn.Module:
+        if variant not in cache:
+            cache[variant] = _seeded_model(variant)
+        return cache[variant]
+
+    return get
+
+
 def _load_golden(variant: str) -> dict[str, np.ndarray]:
     with np.load(gi.golden_path(variant)) as z:
         return {k: z[k] for k in z.files}
@@ -49,15 +62,15 @@ def _check_logits(variant: str, model: torch.nn.Module, golden: dict[str, np.nda
 
 
 @pytest.mark.parametrize("variant", gi.FAST_VARIANTS)
-def test_tiny_logits_match_official_goldens(variant):
-    _check_logits(variant, _seeded_model(variant), _load_golden(variant))
+def test_tiny_logits_match_official_goldens(variant, tiny_models):
+    _check_logits(variant, tiny_models(variant), _load_golden(variant))
 
 
 @pytest.mark.parametrize("variant", gi.POSITION_VARIANTS)
-def test_tiny_sampling_positions_match_official(variant):
+def test_tiny_sampling_positions_match_official(variant, tiny_models):
     golden = _load_golden(variant)
     size = gi.OFFICIAL[variant].eval_size
-    model = _seeded_model(variant)
+    model = tiny_models(variant)
     with torch.no_grad():
         _, positions, references = model(gi.golden_input(1, size, size), return_positions=True)
     n_blocks = sum(1 for k in golden if k.startswith("positions_"))
