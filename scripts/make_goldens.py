@@ -213,6 +213,7 @@ def make_golden(code: OfficialCode, variant: str, overwrite: bool) -> dict[str, 
     path = gi.golden_path(variant)
     with atomic_path(path, overwrite=overwrite) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
+    path.chmod(0o644)  # the temporary file was private
     print(f"wrote {path.relative_to(REPO)} ({path.stat().st_size} bytes)", flush=True)
     return key_table(model)
 
@@ -247,6 +248,7 @@ def main() -> None:
     lines.append("}")
     with atomic_path(keys_path, overwrite=True) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
+    keys_path.chmod(0o644)
     print(f"wrote {keys_path.relative_to(REPO)}")
 
 
