@@ -113,6 +113,12 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "dat-deploy"
 
 
+# Source files that cannot change the traced graph (checkpoint reading, summaries, fp16 conversion,
+# the model-repository writer); any other file in model/ or export/, new ones included, counts.
+_NOT_IN_GRAPH = {"model/checkpoint.py", "model/summary.py", "export/__init__.py", "export/fp16.py",
+                 "export/repository.py"}
+
+
 def _source_fingerprint() -> str:
     """Hash of the model and exporter source: a changed exporter never reuses a stale cached ONNX."""
     import dat_deploy
@@ -121,6 +127,8 @@ def _source_fingerprint() -> str:
     digest = hashlib.sha256(dat_deploy.__version__.encode())
     for folder in ("model", "export"):
         for path in sorted((root / folder).rglob("*.py")):
+            if path.relative_to(root).as_posix() in _NOT_IN_GRAPH:
+                continue
             digest.update(path.relative_to(root).as_posix().encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()
