@@ -57,7 +57,8 @@ class TransformerStage(nn.Module):
         x = self.proj(x)
         for d in range(self.depths):
             if self.use_lpu:
-                x = x + self.local_perception_units[d](x)
+                # contiguous() as the official code: the channels-last view from LayerNorm takes another conv path
+                x = x + self.local_perception_units[d](x.contiguous())
             y, pos, ref = self.attns[d](self.layer_norms[2 * d](x))
             x = x + y
             x = x + self.mlps[d](self.layer_norms[2 * d + 1](x))
