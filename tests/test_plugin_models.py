@@ -13,7 +13,7 @@ from dat_deploy.model import create_model
 from dat_deploy.parity.inputs import random_case
 from dat_deploy.runtime import OrtBackend
 
-DEFORMABLE_BLOCKS = {"dat_t": 4, "dat_pp_t": 14, "dat_s": 10, "dat_pp_s": 14}
+DEFORMABLE_BLOCKS = {"dat_t": 4, "dat_pp_t": 14}
 
 
 def _check_plugin_model(export_once, variant: str, batches=(1, 5)) -> None:
@@ -37,9 +37,6 @@ def _check_plugin_model(export_once, variant: str, batches=(1, 5)) -> None:
 def test_plugin_flavour_matches_pytorch(export_once, variant):
     _check_plugin_model(export_once, variant)
 
-
-@pytest.mark.slow
-@pytest.mark.parametrize("variant", ["dat_s", "dat_pp_s"])
-def test_plugin_flavour_larger_variants(export_once, variant):
-    """Base and 384 variants: benchmarks/bench_export.py --flavor plugin (too slow for CI's budget)."""
-    _check_plugin_model(export_once, variant, batches=(2,))
+# The other six variants: `python benchmarks/bench_export.py --flavor plugin` exports each one and
+# refuses to write a graph whose logits differ from PyTorch's; at one to four minutes per export
+# they do not fit CI's budget next to the rest of the suite.
