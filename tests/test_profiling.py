@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from dat_deploy.commands._app import app
 from dat_deploy.errors import UserError
 from dat_deploy.profiling import report as report_mod
-from dat_deploy.profiling.backends import PreparedBackend, parse_backend_list, parse_batch_list
+from dat_deploy.commands.common import parse_batch_list
+from dat_deploy.profiling.backends import PreparedBackend, parse_backend_list
 from dat_deploy.profiling.contention import ContentionMeter, contention_warning
 from dat_deploy.profiling.memory import PeakRss, _hwm_resettable
 from dat_deploy.profiling.ops import layer_type_from_name, ort_op_profile, parse_ort_profile, trt_layer_profile

@@ -12,14 +12,15 @@ from dat_deploy.errors import UserError
 console = Console(stderr=True)
 
 
-def parse_int_list(text: str, what: str) -> list[int]:
+def parse_batch_list(text: str, option: str = "--batch") -> list[int]:
+    """'8,1,8' -> [1, 8]: sorted distinct batch sizes, or a UserError naming the option."""
     try:
-        values = [int(part) for part in text.split(",") if part.strip()]
+        batches = [int(b) for b in text.split(",") if b.strip()]
     except ValueError:
-        raise UserError(f"{what} must be a comma-separated list of integers, got {text!r}.") from None
-    if not values or any(v < 1 for v in values):
-        raise UserError(f"{what} must list positive integers, got {text!r}.")
-    return values
+        raise UserError(f"{option} {text!r} must be comma-separated whole numbers, e.g. 1,8,32.") from None
+    if not batches or any(b < 1 for b in batches):
+        raise UserError(f"{option} {text!r} must list batch sizes >= 1, e.g. 1,8,32.")
+    return sorted(set(batches))
 
 
 def announce_weights(weights, seed: int = 0) -> None:

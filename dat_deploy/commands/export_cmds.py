@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from dat_deploy.commands._app import app
-from dat_deploy.commands.common import announce_weights, console, parse_int_list, steps
+from dat_deploy.commands.common import announce_weights, console, parse_batch_list, steps
 from dat_deploy.errors import UserError
 
 
@@ -31,7 +31,7 @@ def export_command(
     from dat_deploy.export import export_onnx
 
     if batch != "dynamic":
-        fixed = parse_int_list(batch, "--batch")
+        fixed = parse_batch_list(batch)
         if len(fixed) != 1:
             raise UserError(f"--batch takes 'dynamic' or one size, got {batch!r}.")
     announce_weights(weights, seed)
@@ -70,7 +70,7 @@ def validate_command(
     for artifact in artifacts or [None]:
         with steps(f"validating {artifact or 'the latest export'}") as on_step:
             result = validate_artifact(
-                artifact, weights=weights, batches=parse_int_list(batch, "--batch"), precision=precision,
+                artifact, weights=weights, batches=parse_batch_list(batch), precision=precision,
                 atol=atol, rtol=rtol, min_cosine=min_cosine, images=images,
                 providers=providers.split(",") if providers else None, bisect=bisect, on_step=on_step,
             )

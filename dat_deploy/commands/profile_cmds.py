@@ -33,7 +33,8 @@ def profile_command(
     from rich.console import Console
 
     from dat_deploy.errors import UserError
-    from dat_deploy.profiling.backends import parse_backend_list, parse_batch_list
+    from dat_deploy.commands.common import parse_batch_list
+    from dat_deploy.profiling.backends import parse_backend_list
     from dat_deploy.profiling.pipeline import ProfileOptions, profile
     from dat_deploy.profiling.report import render_summary
 

@@ -70,16 +70,6 @@ def parse_backend_list(text: str) -> list[str]:
     return names
 
 
-def parse_batch_list(text: str) -> list[int]:
-    try:
-        batches = [int(b) for b in text.split(",") if b.strip()]
-    except ValueError:
-        raise UserError(f"--batch {text!r} must be comma-separated whole numbers, e.g. 1,8,32.") from None
-    if not batches or any(b < 1 for b in batches):
-        raise UserError(f"--batch {text!r} must list batch sizes >= 1, e.g. 1,8,32.")
-    return sorted(set(batches))
-
-
 def make_inputs(batches: Sequence[int], input_size: int, seed: int = 0) -> dict[int, np.ndarray]:
     """One seeded float32 NCHW batch per size; every backend gets the same arrays."""
     rng = np.random.default_rng(seed)
