@@ -558,14 +558,15 @@ def test_cli_profile_with_fake_backends_writes_every_artifact(tmp_path, monkeypa
 
 
 @pytest.mark.slow
-def test_cli_smoke_profile_of_dat_t(tmp_path, monkeypatch):
-    """dat_t at batch 1, two iterations, PyTorch and onnxruntime (exported into a temporary cache)."""
+def test_cli_smoke_profile_of_dat_t(tmp_path, monkeypatch, dat_t_onnx):
+    """dat_t at batch 1, two iterations, PyTorch and onnxruntime (the session's dat_t export)."""
     from dat_deploy.cli import main  # noqa: F401
 
     monkeypatch.setenv("DAT_DEPLOY_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "report"
     result = CliRunner().invoke(app, ["profile", "--variant", "dat_t", "--backend", "torch,ort", "--batch", "1",
-                                      "--warmup", "1", "--iters", "2", "--ops", "--output", str(out)])
+                                      "--warmup", "1", "--iters", "2", "--ops", "--onnx", str(dat_t_onnx),
+                                      "--output", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "profile.json").read_text())
     check_schema(report, REPORT_SCHEMA)
