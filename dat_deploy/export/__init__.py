@@ -95,7 +95,7 @@ def export_onnx(
     spec = get_variant(variant)
     name = name or default_name(variant, flavor, features, dynamic_hw)
     final_folder = Path(output_dir) / name
-    if final_folder.exists() and not overwrite:
+    if final_folder.exists() and not overwrite:  # write_model_folder checks too; this fails before minutes of tracing
         raise UserError(f"{final_folder} already exists. Pass --overwrite to replace it, or choose another --name.")
     on_step("building the PyTorch model")
     model = create_model(variant, weights=weights, seed=seed, features_only=features)
@@ -126,11 +126,10 @@ def export_onnx(
         "input": INPUT_NAME,
         "outputs": [o.name for o in proto.graph.output],
         "metadata": metadata,
-        "export_seconds": None,  # filled below; kept out of the ONNX so files stay byte-identical
+        "export_seconds": round(time.perf_counter() - start, 2),  # in the sidecar only: the ONNX stays byte-identical
         "parity": parity.to_dict(),
     }
     on_step(f"writing {final_folder}")
-    sidecar["export_seconds"] = round(time.perf_counter() - start, 2)
     folder = write_model_folder(Path(output_dir), name, {
         "1/model.onnx": data,
         "config.pbtxt": triton_config.to_text(config).encode(),

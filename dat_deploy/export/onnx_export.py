@@ -178,6 +178,7 @@ def export_model(model: nn.Module, variant: str, options: TraceOptions, input_si
         "flavor": options.flavor,
         "outputs": "features" if getattr(model, "features_only", False) else "logits",
         "dynamic_batch": options.batch is None,
+        **({"batch": options.batch} if options.batch else {}),  # validate runs a fixed-batch graph at that batch
         "dynamic_hw": options.dynamic_hw,
         "dat_deploy_version": dat_deploy.__version__,
         **(provenance or getattr(model, "provenance", {})),
