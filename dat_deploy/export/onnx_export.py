@@ -26,6 +26,7 @@ import dat_deploy
 from dat_deploy.errors import UserError
 from dat_deploy.export.graph_checks import check_and_infer, require_symbolic_batch
 from dat_deploy.model import get_variant
+from dat_deploy.model.dat import capture_stage_outputs
 from dat_deploy.runtime.names import FEATURE_NAMES, INPUT_NAME, LOGITS_NAME
 
 DEFAULT_OPSET = 18
@@ -52,13 +53,8 @@ class BisectOutputs(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor):
-        stages: list[torch.Tensor] = []
-        hooks = [stage.register_forward_hook(lambda _m, _i, out: stages.append(out)) for stage in self.model.stages]
-        try:
+        with capture_stage_outputs(self.model) as stages:
             logits, positions, _ = self.model(x, return_positions=True)
-        finally:
-            for hook in hooks:
-                hook.remove()
         return (logits, *stages, *positions)
 
 

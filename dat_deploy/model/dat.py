@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -66,6 +69,18 @@ class TransformerStage(nn.Module):
                 positions.append(pos)
                 references.append(ref)
         return x
+
+
+@contextlib.contextmanager
+def capture_stage_outputs(model: "DAT") -> Iterator[list[torch.Tensor]]:
+    """Collect the four stage maps of the forward passes run inside the block (logits mode too)."""
+    maps: list[torch.Tensor] = []
+    hooks = [stage.register_forward_hook(lambda _m, _i, out: maps.append(out)) for stage in model.stages]
+    try:
+        yield maps
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 class DAT(nn.Module):

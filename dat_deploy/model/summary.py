@@ -9,6 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dat_deploy.model import build, get_variant
 from dat_deploy.model.attention import DeformableAttention
+from dat_deploy.model.dat import capture_stage_outputs
 
 
 @dataclass
@@ -36,14 +37,10 @@ def summarize(variant: str, input_size: int | None = None) -> ModelSummary:
     spec = get_variant(variant)
     size = input_size or spec.input_size
     model = build(variant).eval()
-    features = build(variant, features_only=True).eval()
-    features.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("cls_")})
     x = torch.zeros(1, 3, size, size)
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
+    with torch.no_grad(), counter, capture_stage_outputs(model) as maps:
         _, positions, _ = model(x, return_positions=True)
-    with torch.no_grad():
-        maps = features(x)
     blocks = []
     index = 0
     for s, stage in enumerate(model.stages):
