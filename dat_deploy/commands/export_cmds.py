@@ -21,6 +21,8 @@ def export_command(
     flavor: str = typer.Option("standard", "--flavor", help="standard (ONNX GridSample) or plugin (dat custom ops)."),
     features: bool = typer.Option(False, "--features", help="Export the four stage maps of the backbone instead of logits."),
     dynamic_hw: bool = typer.Option(False, "--dynamic-hw", help="Dynamic height and width (DAT++ only)."),
+    layout: str = typer.Option("fast", "--layout", help="fast (channels-last, tiled neighborhood attention) or "
+                               "official (the official forward op for op)."),
     output: Path = typer.Option(Path("models"), "--output", "-o", help="Model repository folder."),
     name: Optional[str] = typer.Option(None, "--name", help="Model folder name (default: derived from the options)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random default when no --weights is given."),
@@ -39,7 +41,7 @@ def export_command(
         result = export_onnx(
             variant, output_dir=output, name=name, weights=weights, seed=seed, opset=opset,
             batch=None if batch == "dynamic" else int(batch), flavor=flavor, features=features,
-            dynamic_hw=dynamic_hw, overwrite=overwrite, check=check, on_step=on_step,
+            dynamic_hw=dynamic_hw, layout=layout, overwrite=overwrite, check=check, on_step=on_step,
         )
     worst = max(o.max_abs for r in result.parity.results for o in r.outputs)
     verdict = "matches" if result.parity.passed else "[red]does NOT match[/]"

@@ -39,10 +39,12 @@ class ExportResult:
     metadata: dict
 
 
-def default_name(variant: str, flavor: str, features: bool, dynamic_hw: bool) -> str:
+def default_name(variant: str, flavor: str, features: bool, dynamic_hw: bool, layout: str = "fast") -> str:
     parts = [variant]
     if flavor != "standard":
         parts.append(flavor)
+    if layout != "fast":
+        parts.append(layout)
     if features:
         parts.append("features")
     if dynamic_hw:
@@ -86,6 +88,7 @@ def export_onnx(
     flavor: str = "standard",
     features: bool = False,
     dynamic_hw: bool = False,
+    layout: str = "fast",
     overwrite: bool = False,
     check: bool = True,
     on_step: Callable[[str], None] = lambda _msg: None,
@@ -93,14 +96,14 @@ def export_onnx(
     """Export, verify against PyTorch, then write models/<name>/ atomically. Raises UserError on failure."""
     start = time.perf_counter()
     spec = get_variant(variant)
-    name = name or default_name(variant, flavor, features, dynamic_hw)
+    name = name or default_name(variant, flavor, features, dynamic_hw, layout)
     final_folder = Path(output_dir) / name
     if final_folder.exists() and not overwrite:  # write_model_folder checks too; this fails before minutes of tracing
         raise UserError(f"{final_folder} already exists. Pass --overwrite to replace it, or choose another --name.")
     on_step("building the PyTorch model")
     model = create_model(variant, weights=weights, seed=seed, features_only=features)
-    options = TraceOptions(opset=opset, batch=batch, flavor=flavor, dynamic_hw=dynamic_hw)
-    on_step(f"tracing with torch.onnx (dynamo, opset {opset}, {flavor} flavour)")
+    options = TraceOptions(opset=opset, batch=batch, flavor=flavor, dynamic_hw=dynamic_hw, layout=layout)
+    on_step(f"tracing with torch.onnx (dynamo, opset {opset}, {flavor} flavour, {layout} layout)")
     proto = export_model(model, variant, options)
     data = proto.SerializeToString()
 

@@ -5,7 +5,9 @@ Facts that shape this module (shared/reference/onnxruntime.md):
 * the standard flavour defaults to opset 18: TensorRT's parser maps opset-20 GridSample
   `linear` to nearest, and the dynamo exporter has no implementations below 18 (17 is
   down-converted by onnx);
-* the plugin flavour routes both sampling ops through torch custom ops that become `dat` nodes.
+* the plugin flavour routes both sampling ops through torch custom ops that become `dat` nodes;
+* the `fast` layout (default) traces `ChannelsLastDAT`, the same weights run channels-last with
+  tiled neighborhood attention; `official` traces the official module forward op for op.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import dat_deploy
 from dat_deploy.errors import UserError
 from dat_deploy.export.graph_checks import check_and_infer, require_symbolic_batch
 from dat_deploy.model import get_variant
+from dat_deploy.model.channels_last import ChannelsLastDAT
 from dat_deploy.model.dat import capture_stage_outputs
 from dat_deploy.runtime.names import FEATURE_NAMES, INPUT_NAME, LOGITS_NAME
 
@@ -34,6 +37,7 @@ EXAMPLE_BATCH = 2
 MAX_DYNAMIC_BATCH = 1024
 MIN_DYNAMIC_SIDE = 64  # DAT++ divides by (H - 1) of the smallest maps: below 64 px they degenerate
 FLAVORS = ("standard", "plugin")
+LAYOUTS = ("fast", "official")
 
 
 @dataclass(frozen=True)
@@ -43,18 +47,24 @@ class TraceOptions:
     flavor: str = "standard"
     dynamic_hw: bool = False
     bisect: bool = False  # also output stage maps and deformable positions
+    layout: str = "fast"
 
 
 class BisectOutputs(nn.Module):
     """Logits plus every stage map and every deformable block's sampling positions, for --bisect."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, fast_layout: ChannelsLastDAT | None = None):
         super().__init__()
         self.model = model
+        self.fast_layout = fast_layout
 
     def forward(self, x: torch.Tensor):
-        with capture_stage_outputs(self.model) as stages:
-            logits, positions, _ = self.model(x, return_positions=True)
+        if self.fast_layout is not None:
+            stages: list[torch.Tensor] = []
+            logits, positions, _ = self.fast_layout(x, return_positions=True, stage_maps=stages)
+        else:
+            with capture_stage_outputs(self.model) as stages:
+                logits, positions, _ = self.model(x, return_positions=True)
         return (logits, *stages, *positions)
 
 
@@ -106,7 +116,13 @@ def trace_to_onnx(model: nn.Module, input_size: tuple[int, int], options: TraceO
     """Export `model` and return the raw (unsimplified) ONNX model."""
     if options.flavor not in FLAVORS:
         raise UserError(f"unknown flavour {options.flavor!r}; choose one of {', '.join(FLAVORS)}.")
-    module = BisectOutputs(model) if options.bisect else model
+    if options.layout not in LAYOUTS:
+        raise UserError(f"unknown layout {options.layout!r}; choose one of {', '.join(LAYOUTS)}.")
+    fast = ChannelsLastDAT(model, static_size=not options.dynamic_hw) if options.layout == "fast" else None
+    if options.bisect:
+        module = BisectOutputs(model, fast)
+    else:
+        module = fast or model
     batch = options.batch or EXAMPLE_BATCH
     example = torch.randn(batch, 3, *input_size, generator=torch.Generator().manual_seed(0))
     sampling_context, translation = _plugin_context(options.flavor)
@@ -172,6 +188,7 @@ def export_model(model: nn.Module, variant: str, options: TraceOptions, input_si
         "num_classes": spec.num_classes,
         "opset": options.opset,
         "flavor": options.flavor,
+        "layout": options.layout,
         "outputs": "features" if getattr(model, "features_only", False) else "logits",
         "dynamic_batch": options.batch is None,
         **({"batch": options.batch} if options.batch else {}),  # validate runs a fixed-batch graph at that batch

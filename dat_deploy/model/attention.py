@@ -145,14 +145,17 @@ class DeformableAttention(nn.Module):
         """Sampling positions and reference points, each (B*g, Hk, Wk, 2) in (y, x)."""
         batch, _, height, width = q.shape
         offset = self.conv_offset(q.reshape(batch * self.groups, self.group_channels, height, width))
-        key_h, key_w = offset.shape[2], offset.shape[3]
+        return self.positions_from_offset(offset.permute(0, 2, 3, 1))
+
+    def positions_from_offset(self, offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The raw offset network output (B*g, Hk, Wk, 2), channels last, to positions and references."""
+        key_h, key_w = offset.shape[1], offset.shape[2]
         if self.offset_range_factor >= 0:
             # DAT: tanh-bounded offsets, at most `factor` key cells away from the reference.
             norm_h, norm_w = (key_h, key_w) if self.family == "dat" else (key_h - 1.0, key_w - 1.0)
             offset_range = torch.tensor([1.0 / norm_h, 1.0 / norm_w], dtype=offset.dtype, device=offset.device)
-            offset = offset.tanh() * offset_range.reshape(1, 2, 1, 1) * self.offset_range_factor
-        offset = offset.permute(0, 2, 3, 1)
-        reference = reference_points(key_h, key_w, self.family, q.dtype, q.device)
+            offset = offset.tanh() * offset_range * self.offset_range_factor
+        reference = reference_points(key_h, key_w, self.family, offset.dtype, offset.device)
         pos = offset + reference
         if self.offset_range_factor < 0:
             pos = pos.clamp(-1.0, 1.0) if self.family == "dat_pp" else pos.tanh()
@@ -208,7 +211,10 @@ class NeighborhoodAttention(nn.Module):
         return keys, keys - queries[:, None] + (k - 1)
 
     def forward(self, x: torch.Tensor):
-        x = x.permute(0, 2, 3, 1)
+        return self.attend_channels_last(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2), None, None
+
+    def attend_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, C) in and out."""
         batch, height0, width0, channels = x.shape
         k = self.kernel_size
         pad_h, pad_w = max(0, k - height0), max(0, k - width0)
@@ -232,4 +238,4 @@ class NeighborhoodAttention(nn.Module):
         out = out.permute(0, 2, 1, 3).reshape(batch, height, width, channels)
         if pad_h or pad_w:
             out = out[:, :height0, :width0, :]
-        return self.proj(out).permute(0, 3, 1, 2), None, None
+        return self.proj(out)

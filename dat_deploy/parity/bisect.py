@@ -6,6 +6,8 @@ extra graph outputs; both sides run the same inputs and the outputs are compared
 
 from __future__ import annotations
 
+import dataclasses
+
 import tempfile
 from pathlib import Path
 
@@ -30,8 +32,7 @@ def execution_order(model) -> list[str]:
 
 
 def bisect_model(model, variant: str, options: TraceOptions, case: InputCase, tol: Tolerance) -> dict:
-    proto = export_model(model, variant, TraceOptions(options.opset, options.batch, options.flavor,
-                                                      options.dynamic_hw, bisect=True))
+    proto = export_model(model, variant, dataclasses.replace(options, bisect=True))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bisect.onnx"
         path.write_bytes(proto.SerializeToString())

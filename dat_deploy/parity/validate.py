@@ -113,6 +113,7 @@ def validate_artifact(
 
             failing = next(r for r in report.results if not r.passed)
             case = next(c for c in cases if c.name == failing.case)
-            options = TraceOptions(opset=int(meta.get("opset", 18)), batch=None, flavor=str(meta.get("flavor", "standard")))
+            options = TraceOptions(opset=int(meta.get("opset", 18)), batch=None, flavor=str(meta.get("flavor", "standard")),
+                                   layout=str(meta.get("layout", "official")))  # exports before `layout` were official
             report.bisect = bisect_model(model, meta["variant"], options, case, tol)
     return report

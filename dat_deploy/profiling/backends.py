@@ -5,10 +5,12 @@
                    so the compile time is measured apart (first call per batch size)
     ort            standard-flavour ONNX in onnxruntime (CPU)
     ort-plugin     plugin-flavour ONNX in onnxruntime with our custom-op library
+    ort-official   standard flavour traced op for op from the official forward (`--layout official`):
+                   the plain export users write by hand, the baseline of the speed goals
     trt            a TensorRT engine (--engine)
 
 The ONNX files come from --onnx or are exported once into a cache folder keyed by everything that
-changes them (variant, flavour, opset, weights, and the source of the model and exporter).
+changes them (variant, flavour, layout, opset, weights, and the source of the model and exporter).
 """
 
 from __future__ import annotations
@@ -24,14 +26,16 @@ import numpy as np
 
 from dat_deploy.errors import UserError
 
-BACKEND_NAMES = ("torch", "torch-compile", "ort", "ort-plugin", "trt")
+BACKEND_NAMES = ("torch", "torch-compile", "ort", "ort-plugin", "ort-official", "trt")
 DEFAULT_BACKENDS = ("torch", "ort")
-ONNX_FLAVOR = {"ort": "standard", "ort-plugin": "plugin"}
+ONNX_FLAVOR = {"ort": "standard", "ort-plugin": "plugin", "ort-official": "standard"}
+ONNX_LAYOUT = {"ort": "fast", "ort-plugin": "fast", "ort-official": "official"}
 DESCRIPTIONS = {
     "torch": "PyTorch eager (CPU, torch.no_grad)",
     "torch-compile": "torch.compile (inductor, static shapes; compile time reported apart)",
     "ort": "onnxruntime CPU, standard-flavour ONNX (GridSample)",
     "ort-plugin": "onnxruntime CPU, plugin-flavour ONNX (dat custom-op library)",
+    "ort-official": "onnxruntime CPU, standard-flavour ONNX traced from the official forward (plain export)",
     "trt": "TensorRT engine",
 }
 EXPORT_OPSET = 18
@@ -160,30 +164,35 @@ class BackendFactory:
         return self._model
 
     # -- ONNX: given or exported into the cache --------------------------------------------------
-    def onnx_for(self, flavor: str) -> tuple[Path, float | None]:
-        """(path, export seconds or None when it was given or cached)."""
+    def onnx_for(self, backend: str) -> tuple[Path, float | None]:
+        """(path, export seconds or None when it was given or cached) of an ort* backend's ONNX."""
+        flavor, layout = ONNX_FLAVOR[backend], ONNX_LAYOUT[backend]
         if flavor in self._given_onnx:
             return self._given_onnx[flavor], None
-        path = self.cache_dir / "onnx" / f"{self.variant}-{flavor}-{self._cache_key(flavor)[:16]}" / "model.onnx"
+        kind = flavor if layout == "fast" else f"{flavor}-{layout}"
+        path = self.cache_dir / "onnx" / f"{self.variant}-{kind}-{self._cache_key(kind)[:16]}" / "model.onnx"
         if path.is_file():
-            self.log(f"using cached {flavor} ONNX {path}")
+            self.log(f"using cached {kind} ONNX {path}")
             return path, None
         from dat_deploy.atomic import write_bytes
         from dat_deploy.export.onnx_export import TraceOptions, export_model
 
         # Parity of the export is `dat-deploy export` / `validate`'s job; here only the speed matters.
-        self.log(f"exporting {self.variant} ({flavor} flavour, dynamic batch) to {path} (once; later runs reuse it)")
+        self.log(f"exporting {self.variant} ({flavor} flavour, {layout} layout, dynamic batch) to {path} "
+                 "(once; later runs reuse it)")
         start = time.perf_counter()
-        proto = export_model(self.model(), self.variant, TraceOptions(opset=EXPORT_OPSET, batch=None, flavor=flavor))
+        options = TraceOptions(opset=EXPORT_OPSET, batch=None, flavor=flavor, layout=layout)
+        proto = export_model(self.model(), self.variant, options)
         write_bytes(path, proto.SerializeToString())
         self._drop_stale_exports(path.parent)
         return path, time.perf_counter() - start
 
     def _drop_stale_exports(self, keep: Path) -> None:
         """Older exports of this variant and flavour (another source or weights) would only fill the disk."""
-        prefix = keep.name.rsplit("-", 1)[0] + "-"
-        for folder in keep.parent.glob(prefix + "*"):
-            if folder != keep and folder.is_dir() and (folder / "model.onnx").is_file():
+        kind = keep.name.rsplit("-", 1)[0]
+        for folder in keep.parent.glob(kind + "-*"):
+            same_kind = folder.name.rsplit("-", 1)[0] == kind  # "dat_t-standard-*" also globs dat_t-standard-official-*
+            if same_kind and folder != keep and folder.is_dir() and (folder / "model.onnx").is_file():
                 (folder / "model.onnx").unlink()
                 if not any(folder.iterdir()):
                     folder.rmdir()
@@ -238,7 +247,7 @@ class BackendFactory:
     def _ort(self, name: str) -> PreparedBackend:
         from dat_deploy.runtime import OrtBackend
 
-        path, export_s = self.onnx_for(ONNX_FLAVOR[name])
+        path, export_s = self.onnx_for(name)
         start = time.perf_counter()
         backend = OrtBackend(path, providers=["CPUExecutionProvider"], intra_op_threads=self.threads)
         return PreparedBackend(name, backend, DESCRIPTIONS[name], artifact=str(path),

@@ -1,0 +1,193 @@
+"""A channels-last (B, H, W, C) forward of DAT / DAT++ for export, on the same modules and weights.
+
+The official code keeps maps channels-first and permutes around every LayerNorm, MLP and window
+partition; in an exported graph those permutes become Transpose nodes that cost onnxruntime about
+a tenth of DAT-T's time. This forward keeps tokens channels-last between blocks, runs every 1x1
+conv as a 2-D Linear (one Gemm with its bias in ONNX) and leaves channels-first only where a
+spatial conv needs it. The math is the official one, op for op; only the memory layout and the
+association of a few constant factors differ, so results agree with the official forward to
+float rounding (tests/test_channels_last.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dat_deploy.model import sampling
+from dat_deploy.model.attention import DeformableAttention, LocalAttention, NeighborhoodAttention, ShiftWindowAttention
+from dat_deploy.model.layers import ConvFFN, LayerNormProxy, TransformerMLP
+from dat_deploy.model.neighborhood_tiles import tiled_neighborhood_attention
+
+
+def to_channels_first(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 3, 1, 2)
+
+
+def to_channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 2, 3, 1)
+
+
+def linear(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """A Linear or 1x1 Conv2d applied to the last axis, flattened to 2-D so that ONNX gets one Gemm."""
+    weight = layer.weight.flatten(1)  # a 1x1 conv's (out, in, 1, 1) is a Linear's (out, in)
+    leading = x.shape[:-1]
+    return F.linear(x.reshape(-1, x.shape[-1]), weight, layer.bias).reshape(*leading, weight.shape[0])
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    """Exact GELU, written in the order onnxruntime's GeluFusion recognises (F.gelu's export is not)."""
+    return x * (1.0 + torch.erf(x / math.sqrt(2.0))) * 0.5
+
+
+def activation(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if isinstance(layer, nn.GELU) and layer.approximate == "none":
+        return gelu(x)
+    return layer(x)
+
+
+def sequential(layers: nn.Sequential, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """Run a stem / downsampling Sequential (convs, LayerNormProxy, GELU); returns channels-last."""
+    for layer in layers:
+        if isinstance(layer, LayerNormProxy):
+            x = layer.norm(x if channels_last else to_channels_last(x))
+            channels_last = True
+        elif isinstance(layer, nn.Conv2d):
+            x = layer(to_channels_first(x) if channels_last else x)
+            channels_last = False
+        else:
+            x = activation(layer, x)
+    return x if channels_last else to_channels_last(x)
+
+
+def window_attention(attn: LocalAttention, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    batch, height, width, channels = x.shape
+    w, heads = attn.window_size, attn.heads
+    rows, cols, tokens = height // w, width // w, w * w
+    windows = x.reshape(batch, rows, w, cols, w, channels).transpose(2, 3).reshape(-1, tokens, channels)
+    qkv = linear(windows, attn.proj_qkv).reshape(-1, tokens, 3, heads, channels // heads)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (windows, heads, tokens, head_dim)
+    table = attn.relative_position_bias_table[attn.relative_position_index.reshape(-1)]
+    bias = table.reshape(tokens, tokens, heads).permute(2, 0, 1)
+    if mask is not None:
+        # bias and mask are both constant: one (nW, heads, T, T) addend instead of two adds
+        bias = bias[None] + mask[:, None]
+    attn_logits = (q * attn.scale) @ k.transpose(-2, -1)
+    attn_logits = attn_logits.reshape(-1, bias.shape[0] if mask is not None else 1, heads, tokens, tokens) + bias
+    out = attn_logits.reshape(-1, heads, tokens, tokens).softmax(dim=-1) @ v
+    out = linear(out.transpose(1, 2).reshape(-1, tokens, channels), attn.proj_out)
+    return out.reshape(batch, rows, cols, w, w, channels).transpose(2, 3).reshape(batch, height, width, channels)
+
+
+def shift_window_attention(attn: ShiftWindowAttention, x: torch.Tensor) -> torch.Tensor:
+    s = attn.shift_size
+    shifted = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
+    return torch.roll(window_attention(attn, shifted, attn.attn_mask), shifts=(s, s), dims=(1, 2))
+
+
+def deformable_attention(attn: DeformableAttention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    batch, height, width, channels = x.shape
+    heads, head_dim, groups = attn.heads, attn.head_channels, attn.groups
+    q = linear(x, attn.proj_q)
+    # the offset network starts with a depthwise conv: channels-first per group, then back to channels-last
+    q_groups = q.reshape(batch, height, width, groups, attn.group_channels).permute(0, 3, 4, 1, 2)
+    dwconv, norm, act, to_offset = attn.conv_offset
+    hidden = to_channels_last(dwconv(q_groups.reshape(batch * groups, attn.group_channels, height, width)))
+    offset = linear(activation(act, norm.norm(hidden)), to_offset)
+    pos, reference = attn.positions_from_offset(offset)
+    key_h, key_w = pos.shape[1], pos.shape[2]
+    num_keys = key_h * key_w
+
+    x_first = to_channels_first(x)
+    sampled = sampling.deform_sample(x_first, pos, groups).reshape(batch, channels, num_keys).transpose(1, 2)
+    k = linear(sampled, attn.proj_k).reshape(batch, num_keys, heads, head_dim).permute(0, 2, 3, 1)
+    v = linear(sampled, attn.proj_v).reshape(batch, num_keys, heads, head_dim).transpose(1, 2)
+    q = q.reshape(batch, height * width, heads, head_dim).transpose(1, 2)
+    logits = (q @ k) * attn.scale
+    bias = sampling.rel_pos_bias(attn.rpe_table, pos, x_first, groups, attn.convention)
+    logits = logits + bias.reshape(batch, heads, height * width, num_keys)
+    out = (logits.softmax(dim=-1) @ v).transpose(1, 2).reshape(batch, height, width, channels)
+    shape = (batch, groups, key_h, key_w, 2)
+    return linear(out, attn.proj_out), pos.reshape(shape), reference.reshape(shape)
+
+
+def attention(attn: nn.Module, x: torch.Tensor, static_size: bool):
+    if isinstance(attn, DeformableAttention):
+        return deformable_attention(attn, x)
+    if isinstance(attn, ShiftWindowAttention):
+        return shift_window_attention(attn, x), None, None
+    if isinstance(attn, LocalAttention):
+        return window_attention(attn, x, None), None, None
+    if isinstance(attn, NeighborhoodAttention):
+        out = tiled_neighborhood_attention(attn, x) if static_size else attn.attend_channels_last(x)
+        return out, None, None
+    raise TypeError(f"no channels-last forward for {type(attn).__name__}")
+
+
+def mlp(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if isinstance(block, TransformerMLP):
+        return linear(activation(block.chunk.act, linear(x, block.chunk.linear1)), block.chunk.linear2)
+    if isinstance(block, ConvFFN):
+        # the residual depthwise conv runs on the 4x-wide hidden map: channels-first for the whole
+        # MLP costs two transposes of C channels instead of two of 4C
+        hidden = block.linear1(to_channels_first(x))
+        hidden = activation(block.act, hidden + block.dwc(hidden))
+        return to_channels_last(block.linear2(hidden))
+    raise TypeError(f"no channels-last forward for {type(block).__name__}")
+
+
+def stage(block_stage: nn.Module, x: torch.Tensor, positions: list, references: list, static_size: bool) -> torch.Tensor:
+    for d in range(block_stage.depths):
+        if block_stage.use_lpu:
+            x = x + to_channels_last(block_stage.local_perception_units[d](to_channels_first(x)))
+        y, pos, ref = attention(block_stage.attns[d], block_stage.layer_norms[2 * d].norm(x), static_size)
+        x = x + y
+        x = x + mlp(block_stage.mlps[d], block_stage.layer_norms[2 * d + 1].norm(x))
+        if pos is not None:
+            positions.append(pos)
+            references.append(ref)
+    return x
+
+
+class ChannelsLastDAT(nn.Module):
+    """Wraps a DAT for export: same inputs, outputs and parameters, channels-last inside.
+
+    `static_size`: the input's H and W are fixed at export, so neighborhood attention can use
+    index tables built for them (dense attention over tiles); dynamic-size exports keep the gather.
+    """
+
+    def __init__(self, model: nn.Module, static_size: bool = True):
+        super().__init__()
+        self.model = model
+        self.static_size = static_size
+
+    @property
+    def features_only(self) -> bool:
+        return self.model.features_only
+
+    @property
+    def stages(self) -> nn.ModuleList:
+        return self.model.stages
+
+    def forward(self, x: torch.Tensor, return_positions: bool = False, stage_maps: list | None = None):
+        """As DAT.forward; `stage_maps`, when given, receives the four stage maps (channels-first)."""
+        model = self.model
+        positions: list[torch.Tensor] = []
+        references: list[torch.Tensor] = []
+        x = sequential(model.patch_proj, x, channels_last=False)
+        features = []
+        for i in range(4):
+            x = stage(model.stages[i], x, positions, references, self.static_size)
+            features.append(x)
+            if stage_maps is not None:
+                stage_maps.append(to_channels_first(x))
+            if i < 3:
+                x = sequential(model.down_projs[i], x, channels_last=True)
+        if model.features_only:
+            out = [to_channels_first(f) for f in features]
+        else:
+            out = model.cls_head(model.cls_norm.norm(x).mean(dim=(1, 2)))
+        return (out, positions, references) if return_positions else out

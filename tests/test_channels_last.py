@@ -1,0 +1,74 @@
+"""The fast export layout: channels-last forward and tiled neighborhood attention against the official forward."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dat_deploy.model import create_model
+from dat_deploy.model.attention import NeighborhoodAttention
+from dat_deploy.model.channels_last import ChannelsLastDAT
+from dat_deploy.model.neighborhood_tiles import tiled_neighborhood_attention
+from dat_deploy.export.graph_checks import op_histogram
+
+
+def _run(module, x, **kwargs):
+    with torch.no_grad():
+        return module(x, return_positions=True, **kwargs)
+
+
+@pytest.mark.parametrize("variant", ["dat_t", "dat_pp_t"])
+@pytest.mark.parametrize("static_size", [True, False])
+def test_channels_last_forward_matches_official(variant, static_size):
+    model = create_model(variant, seed=4)
+    size = 224 if variant == "dat_t" else 96  # DAT's position tables are tied to 224; DAT++ takes any size
+    x = torch.randn(2, 3, size, size + (0 if variant == "dat_t" else 32), generator=torch.Generator().manual_seed(1))
+    logits, positions, references = _run(model, x)
+    maps: list[torch.Tensor] = []
+    fast_logits, fast_positions, fast_references = _run(ChannelsLastDAT(model, static_size), x, stage_maps=maps)
+    assert torch.allclose(fast_logits, logits, atol=1e-5, rtol=0)
+    assert len(fast_positions) == len(positions) > 0
+    for got, expected in zip(fast_positions + fast_references, positions + references):
+        assert got.shape == expected.shape and torch.allclose(got, expected, atol=1e-5, rtol=0)
+    assert [m.shape[1] for m in maps] == list(model.arch.dims) and maps[0].shape[2:] == (size // 4, x.shape[3] // 4)
+
+
+def test_channels_last_features_only():
+    model = create_model("dat_pp_t", seed=2, features_only=True)
+    x = torch.randn(1, 3, 128, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected, got = model(x), ChannelsLastDAT(model)(x)
+    for a, b in zip(got, expected):  # random-weight stage maps reach 1e4: compare relative to their scale
+        assert a.shape == b.shape and (a - b).abs().max() <= 1e-5 * b.abs().max()
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(
+    height=st.integers(1, 30), width=st.integers(1, 30), kernel=st.sampled_from([3, 5, 7]),
+    heads=st.sampled_from([1, 2, 4]), batch=st.integers(1, 3),
+)
+def test_tiled_neighborhood_attention_matches_gather(height, width, kernel, heads, batch):
+    """Every size, including maps smaller than the kernel (padded) and sizes not divisible by it."""
+    torch.manual_seed(height * 31 + width)
+    attn = NeighborhoodAttention(8 * heads, kernel, heads)
+    torch.nn.init.normal_(attn.rpb)  # a large bias: a wrong table index or mask shows
+    x = torch.randn(batch, height, width, 8 * heads)
+    with torch.no_grad():
+        expected = attn.attend_channels_last(x)
+        got = tiled_neighborhood_attention(attn, x)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max() <= 1e-5
+
+
+def test_fast_layout_graphs_drop_the_gathers_and_most_transposes(export_once, dat_t_onnx, dat_pp_t_onnx):
+    fast = {v: op_histogram(onnx.load(str(p))) for v, p in (("dat_t", dat_t_onnx), ("dat_pp_t", dat_pp_t_onnx))}
+    official = {v: op_histogram(onnx.load(str(export_once(v, layout="official").onnx_path))) for v in fast}
+    for variant in fast:
+        assert fast[variant]["Transpose"] < official[variant]["Transpose"] / 2, variant
+        assert fast[variant].get("Einsum", 0) == 0, variant
+    assert official["dat_pp_t"]["GatherND"] > 0 and fast["dat_pp_t"].get("GatherND", 0) == 0
+    meta = {p.key: p.value for p in onnx.load(str(dat_pp_t_onnx)).metadata_props}
+    assert meta["layout"] == "fast"
