@@ -14,7 +14,7 @@ from dat_deploy.commands._app import app
 def profile_command(
     variant: str = typer.Option("dat_t", "--variant", help="Model variant, e.g. dat_t, dat_pp_t."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint (.pth/.safetensors); default: seeded random weights."),
-    backend: str = typer.Option("torch,ort", "--backend", help="Comma-separated: torch, torch-compile (opt-in, compiles for minutes), ort, ort-plugin, trt."),
+    backend: str = typer.Option("torch,ort", "--backend", help="Comma-separated: torch, torch-compile (opt-in, compiles for minutes), ort, ort-plugin, ort-official (the plain export: standard flavour, official layout), trt."),
     batch: str = typer.Option("1,8", "--batch", help="Comma-separated batch sizes, e.g. 1,8,32."),
     warmup: int = typer.Option(3, "--warmup", help="Untimed rounds before timing."),
     iters: Optional[int] = typer.Option(None, "--iters", help="Timed rounds (each runs every backend at every batch size). Default 20."),

@@ -14,13 +14,13 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dat_deploy.model import sampling
 from dat_deploy.model.attention import DeformableAttention, LocalAttention, NeighborhoodAttention, ShiftWindowAttention
 from dat_deploy.model.layers import ConvFFN, LayerNormProxy, TransformerMLP
 from dat_deploy.model.neighborhood_tiles import tiled_neighborhood_attention
+from dat_deploy.model.token_linear import linear, linear_chunks
 
 
 def to_channels_first(x: torch.Tensor) -> torch.Tensor:
@@ -29,13 +29,6 @@ def to_channels_first(x: torch.Tensor) -> torch.Tensor:
 
 def to_channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1)
-
-
-def linear(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
-    """A Linear or 1x1 Conv2d applied to the last axis, flattened to 2-D so that ONNX gets one Gemm."""
-    weight = layer.weight.flatten(1)  # a 1x1 conv's (out, in, 1, 1) is a Linear's (out, in)
-    leading = x.shape[:-1]
-    return F.linear(x.reshape(-1, x.shape[-1]), weight, layer.bias).reshape(*leading, weight.shape[0])
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
@@ -68,8 +61,8 @@ def window_attention(attn: LocalAttention, x: torch.Tensor, mask: torch.Tensor |
     w, heads = attn.window_size, attn.heads
     rows, cols, tokens = height // w, width // w, w * w
     windows = x.reshape(batch, rows, w, cols, w, channels).transpose(2, 3).reshape(-1, tokens, channels)
-    qkv = linear(windows, attn.proj_qkv).reshape(-1, tokens, 3, heads, channels // heads)
-    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (windows, heads, tokens, head_dim)
+    q, k, v = (t.reshape(-1, tokens, heads, channels // heads).transpose(1, 2)  # (windows, heads, tokens, head_dim)
+               for t in linear_chunks(windows, attn.proj_qkv, 3))
     table = attn.relative_position_bias_table[attn.relative_position_index.reshape(-1)]
     bias = table.reshape(tokens, tokens, heads).permute(2, 0, 1)
     if mask is not None:

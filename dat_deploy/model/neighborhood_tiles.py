@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from dat_deploy.model.attention import NeighborhoodAttention
+from dat_deploy.model.token_linear import linear, linear_chunks
 
 
 def _axis_tables(length: int, kernel: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -62,8 +63,7 @@ def tiled_neighborhood_attention(attn: NeighborhoodAttention, x: torch.Tensor) -
     tiles_h, region_h = keys_y.shape
     tiles_w, region_w = keys_x.shape
 
-    qkv = F.linear(x.reshape(-1, channels), attn.qkv.weight, attn.qkv.bias).reshape(batch, height, width, 3, heads, hd)
-    q, key, value = qkv.unbind(3)
+    q, key, value = (t.reshape(batch, height, width, heads, hd) for t in linear_chunks(x, attn.qkv, 3))
 
     def regions(t: torch.Tensor) -> torch.Tensor:
         t = t.index_select(1, keys_y.reshape(-1)).index_select(2, keys_x.reshape(-1))
@@ -81,4 +81,4 @@ def tiled_neighborhood_attention(attn: NeighborhoodAttention, x: torch.Tensor) -
     out = logits.softmax(dim=-1) @ regions(value)  # (B, tiles_h, tiles_w, heads, k*k, hd)
     out = out.reshape(batch, tiles_h, tiles_w, heads, k, k, hd).permute(0, 1, 4, 2, 5, 3, 6)
     out = out.reshape(batch, tiles_h * k, tiles_w * k, channels)[:, :height0, :width0]
-    return F.linear(out.reshape(-1, channels), attn.proj.weight, attn.proj.bias).reshape(batch, height0, width0, channels)
+    return linear(out, attn.proj)
