@@ -4,9 +4,10 @@ The official code keeps maps channels-first and permutes around every LayerNorm,
 partition; in an exported graph those permutes become Transpose nodes that cost onnxruntime about
 a tenth of DAT-T's time. This forward keeps tokens channels-last between blocks, runs every 1x1
 conv as a 2-D Linear (one Gemm with its bias in ONNX) and leaves channels-first only where a
-spatial conv needs it. The math is the official one, op for op; only the memory layout and the
-association of a few constant factors differ, so results agree with the official forward to
-float rounding (tests/test_channels_last.py).
+spatial conv needs it. DAT++'s neighborhood attention becomes dense attention over tiles when the
+input size is fixed (neighborhood_tiles.py). Everything else is the official math op for op; only
+the memory layout and the order of a few sums differ, so results agree with the official forward
+to float rounding (tests/test_channels_last.py).
 """
 
 from __future__ import annotations
