@@ -74,13 +74,21 @@ def _transposed_elements(model: onnx.ModelProto) -> int:
     )
 
 
+# Elements per image that Transpose moves in DAT-T++'s official-layout graph (standard flavour,
+# measured 2026-11-25; the fast one moves 23.3M). Exporting the official DAT-T++ here would cost CI
+# another minute, so only DAT-T is compared live.
+DAT_PP_T_OFFICIAL_TRANSPOSED = 97.4e6
+
+
 def test_fast_layout_graphs_drop_the_gathers_and_most_transposes(export_once, dat_t_onnx, dat_pp_t_onnx):
-    fast = {v: onnx.load(str(p)) for v, p in (("dat_t", dat_t_onnx), ("dat_pp_t", dat_pp_t_onnx))}
-    official = {v: onnx.load(str(export_once(v, layout="official").onnx_path)) for v in fast}
-    for variant in fast:
-        # measured: 0.59x (DAT-T: no LayerNorm/MLP permutes) and 0.24x (DAT-T++: no 49-fold neighbour copies)
-        assert _transposed_elements(fast[variant]) < 0.7 * _transposed_elements(official[variant]), variant
-        assert op_histogram(fast[variant]).get("Einsum", 0) == 0, variant
-    assert op_histogram(official["dat_pp_t"])["GatherND"] > 0 and op_histogram(fast["dat_pp_t"]).get("GatherND", 0) == 0
-    meta = {p.key: p.value for p in fast["dat_pp_t"].metadata_props}
-    assert meta["layout"] == "fast"
+    fast_t, fast_pp = onnx.load(str(dat_t_onnx)), onnx.load(str(dat_pp_t_onnx))
+    official_t = onnx.load(str(export_once("dat_t", layout="official").onnx_path))
+    # measured: 0.59x (DAT-T: no LayerNorm/MLP permutes) and 0.24x (DAT-T++: no 49-fold neighbour copies)
+    assert _transposed_elements(fast_t) < 0.7 * _transposed_elements(official_t)
+    assert _transposed_elements(fast_pp) < 0.7 * DAT_PP_T_OFFICIAL_TRANSPOSED
+    assert op_histogram(official_t)["Einsum"] > 0
+    for graph in (fast_t, fast_pp):
+        ops = op_histogram(graph)
+        assert ops.get("Einsum", 0) == 0 and ops.get("GatherND", 0) == 0
+    meta = {p.key: p.value for p in fast_pp.metadata_props}
+    assert meta["layout"] == "fast" and {p.key: p.value for p in official_t.metadata_props}["layout"] == "official"
