@@ -449,6 +449,21 @@ def test_cli_onnx_of_another_variant_is_a_user_error(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
+def test_given_onnx_serves_only_the_backend_of_its_layout(tmp_path):
+    """A standard export in the official layout is ort-official's file; timing it as `ort` (the fast
+    layout) would report one graph under two names."""
+    from dat_deploy.profiling.backends import BackendFactory
+
+    path = _grid_sample_graph(tmp_path / "gs.onnx")
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {"variant": "dat_t", "flavor": "standard", "layout": "official"})
+    onnx.save(model, str(path))
+    factory = BackendFactory("dat_t", onnx=path, cache_dir=tmp_path / "cache")
+    assert factory.onnx_for("ort-official") == (path, None)
+    with pytest.raises(UserError, match="official layout.*backend ort times the fast layout"):
+        factory.onnx_for("ort")
+
+
 def _grid_sample_graph(path: Path) -> Path:
     """x -> MatMul -> GridSample (grid computed from x) -> Relu: three op types, one a sampling op."""
     weight = oh.make_tensor("w", TensorProto.FLOAT, [16, 16], np.eye(16, dtype=np.float32).ravel().tolist())

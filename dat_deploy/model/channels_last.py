@@ -65,12 +65,11 @@ def window_attention(attn: LocalAttention, x: torch.Tensor, mask: torch.Tensor |
     q, k, v = (t.reshape(-1, tokens, heads, channels // heads).transpose(1, 2)  # (windows, heads, tokens, head_dim)
                for t in linear_chunks(windows, attn.proj_qkv, 3))
     table = attn.relative_position_bias_table[attn.relative_position_index.reshape(-1)]
-    bias = table.reshape(tokens, tokens, heads).permute(2, 0, 1)
+    bias = table.reshape(tokens, tokens, heads).permute(2, 0, 1)[None]  # (1 or nW, heads, T, T)
     if mask is not None:
-        # bias and mask are both constant: one (nW, heads, T, T) addend instead of two adds
-        bias = bias[None] + mask[:, None]
+        bias = bias + mask[:, None]  # both constant: one addend instead of two adds
     attn_logits = (q * attn.scale) @ k.transpose(-2, -1)
-    attn_logits = attn_logits.reshape(-1, bias.shape[0] if mask is not None else 1, heads, tokens, tokens) + bias
+    attn_logits = attn_logits.reshape(-1, bias.shape[0], heads, tokens, tokens) + bias
     out = attn_logits.reshape(-1, heads, tokens, tokens).softmax(dim=-1) @ v
     out = linear(out.transpose(1, 2).reshape(-1, tokens, channels), attn.proj_out)
     return out.reshape(batch, rows, cols, w, w, channels).transpose(2, 3).reshape(batch, height, width, channels)
@@ -158,14 +157,6 @@ class ChannelsLastDAT(nn.Module):
         self.model = model
         self.static_size = static_size
 
-    @property
-    def features_only(self) -> bool:
-        return self.model.features_only
-
-    @property
-    def stages(self) -> nn.ModuleList:
-        return self.model.stages
-
     def forward(self, x: torch.Tensor, return_positions: bool = False, stage_maps: list | None = None):
         """As DAT.forward; `stage_maps`, when given, receives the four stage maps (channels-first)."""
         model = self.model
@@ -175,13 +166,13 @@ class ChannelsLastDAT(nn.Module):
         features = []
         for i in range(4):
             x = stage(model.stages[i], x, positions, references, self.static_size)
-            features.append(x)
-            if stage_maps is not None:
-                stage_maps.append(to_channels_first(x))
+            features.append(to_channels_first(x))
             if i < 3:
                 x = sequential(model.down_projs[i], x, channels_last=True)
+        if stage_maps is not None:
+            stage_maps.extend(features)
         if model.features_only:
-            out = [to_channels_first(f) for f in features]
+            out = features
         else:
             out = model.cls_head(model.cls_norm.norm(x).mean(dim=(1, 2)))
         return (out, positions, references) if return_positions else out

@@ -80,8 +80,9 @@ def make_inputs(batches: Sequence[int], input_size: int, seed: int = 0) -> dict[
     return {b: rng.standard_normal((b, 3, input_size, input_size)).astype(np.float32) for b in batches}
 
 
-def onnx_flavor(path: Path) -> str:
-    """The export flavour recorded in an ONNX's metadata ("standard" when it says nothing)."""
+def onnx_kind(path: Path) -> tuple[str, str | None]:
+    """(flavour, layout) recorded in an ONNX's metadata; flavour "standard" unless it has `dat` nodes,
+    layout None when the file does not say (other tools, or exports from before `--layout`)."""
     import onnx
 
     try:
@@ -90,9 +91,10 @@ def onnx_flavor(path: Path) -> str:
         raise UserError(f"cannot read {path} as ONNX ({exc}). Pass an .onnx file written by `dat-deploy export`.") from exc
     meta = {p.key: p.value for p in model.metadata_props}
     if "flavor" in meta:
-        return meta["flavor"]
-    uses_dat_ops = any(node.domain == "dat" for node in model.graph.node)
-    return "plugin" if uses_dat_ops else "standard"
+        flavor = meta["flavor"]
+    else:
+        flavor = "plugin" if any(node.domain == "dat" for node in model.graph.node) else "standard"
+    return flavor, meta.get("layout")
 
 
 def onnx_metadata(path: Path) -> dict[str, str]:
@@ -148,12 +150,13 @@ class BackendFactory:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.log = log
         self._model = None
-        self._given_onnx: dict[str, Path] = {}
+        self._given_onnx: dict[str, tuple[Path, str | None]] = {}  # flavour -> (path, layout)
         if onnx is not None:
             onnx = Path(onnx)
             if not onnx.is_file():
                 raise UserError(f"--onnx {onnx} does not exist. Export one with `dat-deploy export` or leave --onnx out.")
-            self._given_onnx[onnx_flavor(onnx)] = onnx
+            flavor, layout = onnx_kind(onnx)
+            self._given_onnx[flavor] = (onnx, layout)
 
     # -- the PyTorch model, built once ---------------------------------------------------------
     def model(self):
@@ -168,7 +171,11 @@ class BackendFactory:
         """(path, export seconds or None when it was given or cached) of an ort* backend's ONNX."""
         flavor, layout = ONNX_FLAVOR[backend], ONNX_LAYOUT[backend]
         if flavor in self._given_onnx:
-            return self._given_onnx[flavor], None
+            given, given_layout = self._given_onnx[flavor]
+            if given_layout not in (None, layout):  # else ort and ort-official would time one file under two names
+                raise UserError(f"--onnx {given} is a {flavor} export in the {given_layout} layout, but backend "
+                                f"{backend} times the {layout} layout. Drop {backend} from --backend, or leave --onnx out.")
+            return given, None
         kind = flavor if layout == "fast" else f"{flavor}-{layout}"
         path = self.cache_dir / "onnx" / f"{self.variant}-{kind}-{self._cache_key(kind)[:16]}" / "model.onnx"
         if path.is_file():
