@@ -26,6 +26,7 @@ from rich.console import Console
 from dat_deploy.atomic import ensure_writable_dir, write_text
 from dat_deploy.profiling import report as report_mod
 from dat_deploy.profiling.backends import BackendFactory, make_inputs
+from dat_deploy.profiling.ceiling import SpeedCeiling, describe_ceiling, sgemm_rate_gmac_s, speed_ceiling
 from dat_deploy.profiling.contention import ContentionMeter
 from dat_deploy.profiling.ops import ort_op_profile
 from dat_deploy.profiling.plots import plot_latency, plot_throughput
@@ -47,7 +48,9 @@ def parse_args(argv=None):
     parser.add_argument("--no-plugin", action="store_true", help="leave out ort-plugin")
     parser.add_argument("--no-official", action="store_true",
                         help="leave out ort-official (the standard flavour traced from the official forward)")
-    parser.add_argument("--ops", action="store_true", help="per-op shares from onnxruntime's profiler after the timed run")
+    parser.add_argument("--ops", action="store_true",
+                        help="per-op shares from onnxruntime's profiler after the timed run, and the plugin "
+                             "flavour's ceiling (its matrix products' time, with every other op free)")
     parser.add_argument("--output", type=Path, default=None)
     return parser.parse_args(argv)
 
@@ -112,6 +115,10 @@ def main(argv=None) -> int:
                               duration_s=args.duration, on_step=on_step)
     loop_s = time.perf_counter() - started
     contention = meter.result.as_dict()
+    machine_gmac_s = None
+    if args.ops:
+        with console.status("measuring this machine's SGEMM rate through onnxruntime ..."):
+            machine_gmac_s = sgemm_rate_gmac_s(threads=args.threads)
     reports = {}
     for variant in variants:
         keys = [k for k in prepared if k.split(SEP)[0] == variant]
@@ -140,6 +147,9 @@ def main(argv=None) -> int:
             backends=[prepared[k].info() for k in keys], baseline="torch", ops=ops,
             notes=common_notes + notes[variant], env=env, contention=contention,
         )
+        ceiling = plugin_ceiling(reports[variant], machine_gmac_s)
+        if ceiling is not None:
+            reports[variant]["ceiling"] = ceiling.as_dict()
         folder = ensure_writable_dir(output / variant)
         report_mod.write_report_files(reports[variant], folder)
         plot_throughput(reports[variant], folder / "throughput.png")
@@ -188,6 +198,17 @@ def goal_summary(variant: str, rep: dict) -> list[str]:
     return lines
 
 
+def plugin_ceiling(rep: dict, machine_gmac_s: float | None):
+    """ort-plugin's floor at the largest batch against the goals' baselines, or None without its op profile."""
+    batch = max(r["batch"] for r in rep["results"])
+    profile = (rep.get("ops") or {}).get(f"ort-plugin @ batch {batch}")
+    means = {(r["backend"], r["batch"]): r["latency_ms"]["mean"] for r in rep["results"]}
+    if profile is None or ("ort-plugin", batch) not in means:
+        return None
+    goals = {name: (means[(name, batch)], goal) for name, goal in GOALS if (name, batch) in means}
+    return speed_ceiling("ort-plugin", batch, means[("ort-plugin", batch)], profile, goals, machine_gmac_s)
+
+
 def render_markdown(reports: dict, env: dict, loop_s: float, contention: dict) -> str:
     """The README table: mean and median latency, images/s, speedup vs PyTorch eager, CV."""
     lines = [
@@ -215,6 +236,11 @@ def render_markdown(reports: dict, env: dict, loop_s: float, contention: dict) -
     if goal_lines:
         lines += ["", "Speed goals (issue 4, largest batch): plugin flavour >= 1.5x PyTorch eager and >= 2x the plain export:",
                   *goal_lines]
+    ceiling_lines = [describe_ceiling(variant, SpeedCeiling(**rep["ceiling"]))
+                     for variant, rep in reports.items() if rep.get("ceiling")]
+    if ceiling_lines:
+        lines += ["", "Ceiling (from the op profile after the timed loop; the matrix products run through onnxruntime's "
+                      "own GEMMs, so their time is a floor for this graph in onnxruntime):", *ceiling_lines]
     compile_lines = [
         f"- {variant} {b['name']}: compile {', '.join(f'batch {k}: {v:.0f} s' for k, v in b['compile_s'].items())}"
         for variant, rep in reports.items() for b in rep["backends"] if b.get("compile_s")

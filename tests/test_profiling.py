@@ -24,7 +24,9 @@ from dat_deploy.commands.common import parse_batch_list
 from dat_deploy.profiling.backends import PreparedBackend, parse_backend_list
 from dat_deploy.profiling.contention import ContentionMeter, contention_warning
 from dat_deploy.profiling.memory import PeakRss, _hwm_resettable
-from dat_deploy.profiling.ops import layer_type_from_name, ort_op_profile, parse_ort_profile, trt_layer_profile
+from dat_deploy.profiling.ceiling import describe_ceiling, sgemm_rate_gmac_s, speed_ceiling
+from dat_deploy.profiling.ops import (MATRIX_OPS, layer_type_from_name, matrix_macs, ort_op_profile, parse_ort_profile,
+                                     trt_layer_profile)
 from dat_deploy.profiling.runner import CaseResult, interleaved_order, make_cases, run_profile
 from dat_deploy.profiling.stats import few_iterations_warning, noise_warnings, summarize, throughput
 
@@ -602,3 +604,88 @@ def test_cli_smoke_profile_of_dat_t(tmp_path, monkeypatch, dat_t_onnx):
     rows = list(csv.DictReader((out / "profile.csv").open()))
     assert len(rows) == 2
     assert (out / "throughput.png").stat().st_size > 0 and (out / "latency.png").stat().st_size > 0
+
+
+def _matrix_graph(path: Path) -> Path:
+    """Gemm with a constant weight, a MatMul of a transposed input (fused by onnxruntime) and a grouped Conv."""
+    rng = np.random.default_rng(1)
+    weight = onnx.numpy_helper.from_array(rng.standard_normal((24, 40), dtype=np.float32), "w")  # Gemm transB
+    bias = onnx.numpy_helper.from_array(rng.standard_normal(24, dtype=np.float32), "b")
+    kernel = onnx.numpy_helper.from_array(rng.standard_normal((32, 8, 3, 3), dtype=np.float32), "k")  # 2 groups
+    nodes = [
+        oh.make_node("Gemm", ["x", "w", "b"], ["g"], transB=1),
+        oh.make_node("Relu", ["g"], ["g_out"]),
+        oh.make_node("Transpose", ["at"], ["a"], perm=[0, 2, 1]),
+        oh.make_node("MatMul", ["a", "m"], ["mm_out"]),
+        oh.make_node("Conv", ["img", "k"], ["c_out"], group=2, strides=[2, 2], pads=[1, 1, 1, 1]),
+    ]
+    graph = oh.make_graph(
+        nodes, "matrix",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, [30, 40]),
+         oh.make_tensor_value_info("at", TensorProto.FLOAT, [3, 16, 20]),
+         oh.make_tensor_value_info("m", TensorProto.FLOAT, [3, 16, 12]),
+         oh.make_tensor_value_info("img", TensorProto.FLOAT, [2, 16, 15, 15])],
+        [oh.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("g_out", "mm_out", "c_out")],
+        [weight, bias, kernel],
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
+
+
+def test_matrix_products_are_counted_from_a_real_trace(tmp_path):
+    rng = np.random.default_rng(2)
+    feeds = {"x": rng.standard_normal((30, 40), dtype=np.float32),
+             "at": rng.standard_normal((3, 16, 20), dtype=np.float32),
+             "m": rng.standard_normal((3, 16, 12), dtype=np.float32),
+             "img": rng.standard_normal((2, 16, 15, 15), dtype=np.float32)}
+    prof = ort_op_profile(_matrix_graph(tmp_path / "m.onnx"), feeds, runs=2, warmup=1)
+    macs = {op.op_type: op.gmac_per_run for op in prof.ops}
+    gemm = 30 * 40 * 24
+    matmul = 3 * 20 * 12 * 16  # batch * M * N * K, whichever transposition onnxruntime fused in
+    conv = 2 * 32 * 8 * 8 * (8 * 3 * 3)  # N * Cout * Hout * Wout * (Cin/groups * kh * kw)
+    counted = sum(v for v in macs.values() if v is not None) * 1e9
+    assert counted == pytest.approx(gemm + matmul + conv)
+    assert macs[next(op for op in macs if "Gemm" in op)] * 1e9 == pytest.approx(gemm)
+    assert macs[next(op for op in macs if "MatMul" in op)] * 1e9 == pytest.approx(matmul)
+    assert macs[next(op for op in macs if "Conv" in op)] * 1e9 == pytest.approx(conv)
+    assert all(v is None for op, v in macs.items() if op not in MATRIX_OPS)
+    assert prof.matrix_share == pytest.approx(sum(op.share for op in prof.ops if op.op_type in MATRIX_OPS))
+    assert 0 < prof.matrix_share < 1
+    assert prof.matrix_gmac_s == pytest.approx(prof.matrix_gmac_per_run
+                                               / (prof.matrix_share * prof.kernel_ms_per_run / 1000))
+
+
+def test_matrix_macs_cover_transposed_and_blocked_layouts():
+    assert matrix_macs("Gemm", [[40, 30]], [[30, 24]]) == 30 * 40 * 24  # transA: A is K x M
+    assert matrix_macs("FusedMatMul", [[4, 3, 32, 49], [4, 3, 32, 49]], [[4, 3, 49, 49]]) == 4 * 3 * 49 * 49 * 32
+    assert matrix_macs("MatMul", [[8, 49, 32], [32, 49]], [[8, 49, 49]]) == 8 * 49 * 49 * 32
+    # NCHWc: the output is blocked by 8 channels, the element count stays N * Cout * H * W
+    assert matrix_macs("Conv", [[8, 96, 56, 56], [192, 96, 2, 2]], [[8, 24, 28, 28, 8]]) == 8 * 192 * 28 * 28 * 96 * 4
+    assert matrix_macs("Conv", [[8, 96, 56, 56]], [[8, 192, 28, 28]]) is None  # weight shape not recorded
+    assert matrix_macs("Gelu", [[8, 10]], [[8, 10]]) is None
+
+
+def test_speed_ceiling_is_the_matrix_time_of_the_timed_mean():
+    profile = {"matrix_share": 0.75, "kernel_ms_per_run": 1000.0, "matrix_gmac_per_run": 30.0}
+    ceiling = speed_ceiling("ort-plugin", 8, 1200.0, profile, {"torch": (1800.0, 1.5), "ort-official": (1700.0, 2.0)},
+                            machine_gmac_s=50.0)
+    assert ceiling.matrix_ms == pytest.approx(900.0)
+    assert ceiling.other_ms == pytest.approx(300.0)
+    assert ceiling.matrix_gmac_s == pytest.approx(30.0 / 0.75)  # rate from the profiled kernel time
+    assert ceiling.best_speedup == pytest.approx({"torch": 2.0, "ort-official": 1700.0 / 900.0})
+    assert ceiling.peak_speedup == pytest.approx({"torch": 1800.0 / 600.0, "ort-official": 1700.0 / 600.0})  # 30 GMAC at 50
+    assert ceiling.other_budget_ms == pytest.approx({"torch": 300.0, "ort-official": -50.0})
+    line = describe_ceiling("dat_t", ceiling)
+    assert "75%" in line and "80% of this machine's 50.0 GMAC/s" in line
+    assert "as fast as one large SGEMM: 3.00x, 2.83x" in line
+    assert "300 ms against torch" in line and "none against ort-official (the matrix products alone are 50 ms over)" in line
+
+
+def test_sgemm_rate_is_measured_and_a_ceiling_without_it_names_no_rate():
+    assert 0.05 < sgemm_rate_gmac_s(threads=1, size=256, runs=2) < 10_000
+    without_rate = speed_ceiling("ort-plugin", 1, 10.0, {"matrix_share": 0.5, "kernel_ms_per_run": 10.0,
+                                                         "matrix_gmac_per_run": None}, {"torch": (15.0, 1.5)})
+    assert without_rate.matrix_gmac_s is None and without_rate.peak_speedup == {}
+    assert "GMAC/s" not in describe_ceiling("dat_t", without_rate)

@@ -3,6 +3,8 @@
 Both are summarised the same way: time per run by op type, its share of all kernel time, and the
 share of the deformable sampling ops (GridSample in the standard flavour, DATDeformSample /
 DATRelPosBias in the plugin flavour), which are what our plugin work is meant to shrink.
+onnxruntime's trace also records tensor shapes, from which the matrix products' multiply-accumulates
+are counted: their rate says how close a graph is to what the machine's GEMM allows.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import numpy as np
 from dat_deploy.errors import UserError
 
 SAMPLING_OPS = frozenset({"GridSample", "DATDeformSample", "DATRelPosBias"})
+# onnxruntime's CPU kernels that run as MLAS GEMMs (fused variants come from its graph optimizer).
+MATRIX_OPS = frozenset({"Gemm", "FusedGemm", "MatMul", "FusedMatMul", "Conv", "FusedConv"})
 
 
 @dataclass
@@ -28,6 +32,7 @@ class OpTime:
     ms_per_run: float
     share: float  # of all kernel time
     sampling: bool
+    gmac_per_run: float | None = None  # multiply-accumulates (1e9) of a matrix-product op; None for the rest
 
 
 @dataclass
@@ -38,16 +43,57 @@ class OpProfile:
     run_ms_per_run: float | None  # whole run as the engine saw it (kernels + scheduling)
     sampling_share: float
     ops: list[OpTime] = field(default_factory=list)
+    matrix_share: float = 0.0  # of all kernel time: the MATRIX_OPS
+    matrix_gmac_per_run: float | None = None  # None when no shapes were recorded (TensorRT)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def matrix_gmac_s(self) -> float | None:
+        """Rate of the matrix products in GMAC/s, from their kernel time alone."""
+        matrix_ms = self.matrix_share * self.kernel_ms_per_run
+        if not self.matrix_gmac_per_run or matrix_ms <= 0:
+            return None
+        return self.matrix_gmac_per_run / (matrix_ms / 1000.0)
+
+
+def _shapes(type_shapes: list[dict] | None) -> list[list[int]]:
+    """[{"float": [2, 3]}, ...] as onnxruntime's profiler records them -> [[2, 3], ...]."""
+    return [list(next(iter(entry.values()))) for entry in type_shapes or []]
+
+
+def matrix_macs(op_type: str, inputs: list[list[int]], outputs: list[list[int]]) -> int | None:
+    """Multiply-accumulates of one matrix-product node from its recorded shapes (None: not one, or shapes missing).
+
+    Prepacked weights are not listed among a Gemm's inputs, so the reduction length comes from A and
+    the output: A holds M*K elements whatever its transposition. MatMul's K is A's last axis, or the
+    one before it when onnxruntime fused a transpose of A in (FusedMatMul transA). Conv's is the
+    weight's Cin/groups * kernel size, the output holding N * Cout * spatial (NCHWc-blocked or not).
+    """
+    if op_type not in MATRIX_OPS or not inputs or not outputs or not outputs[0]:
+        return None
+    out = outputs[0]
+    if op_type in ("Gemm", "FusedGemm"):
+        return int(np.prod(inputs[0])) * out[-1]
+    if op_type in ("MatMul", "FusedMatMul"):
+        a = inputs[0]
+        if len(a) == 1:
+            k = a[0]
+        else:
+            k = a[-1] if len(out) >= 2 and a[-2] == out[-2] else a[-2]
+        return int(np.prod(out)) * k
+    if len(inputs) < 2 or len(inputs[1]) < 3:
+        return None  # a Conv without its weight's shape
+    return int(np.prod(out)) * int(np.prod(inputs[1][1:]))
+
 
 def summarize_op_times(source: str, per_op_ms: dict[str, float], per_op_calls: dict[str, int], runs: int,
-                       run_ms_total: float | None = None) -> OpProfile:
-    """Turn total time and call count per op type (over `runs` runs) into an OpProfile, biggest first."""
+                       run_ms_total: float | None = None, per_op_macs: dict[str, int] | None = None) -> OpProfile:
+    """Turn total time, call count and (for matrix products) MACs per op type over `runs` runs into an OpProfile, biggest first."""
     runs = max(runs, 1)
     kernel_total = sum(per_op_ms.values())
+    macs = per_op_macs or {}
     ops = [
         OpTime(
             op_type=op,
@@ -55,6 +101,7 @@ def summarize_op_times(source: str, per_op_ms: dict[str, float], per_op_calls: d
             ms_per_run=ms / runs,
             share=ms / kernel_total if kernel_total > 0 else 0.0,
             sampling=op in SAMPLING_OPS,
+            gmac_per_run=macs[op] / runs / 1e9 if op in macs else None,
         )
         for op, ms in per_op_ms.items()
     ]
@@ -66,6 +113,8 @@ def summarize_op_times(source: str, per_op_ms: dict[str, float], per_op_calls: d
         run_ms_per_run=None if run_ms_total is None else run_ms_total / runs,
         sampling_share=sum(o.share for o in ops if o.sampling),
         ops=ops,
+        matrix_share=sum(o.share for o in ops if o.op_type in MATRIX_OPS),
+        matrix_gmac_per_run=sum(macs.values()) / runs / 1e9 if macs else None,
     )
 
 
@@ -87,6 +136,7 @@ def parse_ort_profile(trace, skip_runs: int = 0) -> OpProfile:
     ends = np.array([end for _, end in kept])
     per_op_us: dict[str, float] = defaultdict(float)
     per_op_calls: dict[str, int] = defaultdict(int)
+    per_op_macs: dict[str, int] = defaultdict(int)
     for event in events:
         if event.get("cat") != "Node" or not str(event.get("name", "")).endswith("_kernel_time"):
             continue
@@ -94,9 +144,13 @@ def parse_ort_profile(trace, skip_runs: int = 0) -> OpProfile:
         i = int(np.searchsorted(starts, ts, side="right")) - 1
         if i < 0 or ts > ends[i]:
             continue  # a warmup run or outside any run
-        op = event.get("args", {}).get("op_name", "?")
+        args = event.get("args", {})
+        op = args.get("op_name", "?")
         per_op_us[op] += float(event["dur"])
         per_op_calls[op] += 1
+        macs = matrix_macs(op, _shapes(args.get("input_type_shape")), _shapes(args.get("output_type_shape")))
+        if macs is not None:
+            per_op_macs[op] += macs
     run_us_total = float(sum(end - start for start, end in kept))
     return summarize_op_times(
         "onnxruntime",
@@ -104,6 +158,7 @@ def parse_ort_profile(trace, skip_runs: int = 0) -> OpProfile:
         dict(per_op_calls),
         len(kept),
         run_us_total / 1000.0,
+        dict(per_op_macs),
     )
 
 
