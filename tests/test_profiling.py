@@ -25,8 +25,8 @@ from dat_deploy.profiling.backends import PreparedBackend, parse_backend_list
 from dat_deploy.profiling.contention import ContentionMeter, contention_warning
 from dat_deploy.profiling.memory import PeakRss, _hwm_resettable
 from dat_deploy.profiling.ceiling import describe_ceiling, sgemm_rate_gmac_s, speed_ceiling
-from dat_deploy.profiling.ops import (MATRIX_OPS, layer_type_from_name, matrix_macs, ort_op_profile, parse_ort_profile,
-                                     trt_layer_profile)
+from dat_deploy.profiling.ops import (MATRIX_OPS, layer_type_from_name, matrix_gmac_s, matrix_macs, ort_op_profile,
+                                     parse_ort_profile, trt_layer_profile)
 from dat_deploy.profiling.runner import CaseResult, interleaved_order, make_cases, run_profile
 from dat_deploy.profiling.stats import few_iterations_warning, noise_warnings, summarize, throughput
 
@@ -653,8 +653,8 @@ def test_matrix_products_are_counted_from_a_real_trace(tmp_path):
     assert all(v is None for op, v in macs.items() if op not in MATRIX_OPS)
     assert prof.matrix_share == pytest.approx(sum(op.share for op in prof.ops if op.op_type in MATRIX_OPS))
     assert 0 < prof.matrix_share < 1
-    assert prof.matrix_gmac_s == pytest.approx(prof.matrix_gmac_per_run
-                                               / (prof.matrix_share * prof.kernel_ms_per_run / 1000))
+    assert matrix_gmac_s(prof.as_dict()) == pytest.approx(prof.matrix_gmac_per_run
+                                                          / (prof.matrix_share * prof.kernel_ms_per_run / 1000))
 
 
 def test_matrix_macs_cover_transposed_and_blocked_layouts():
@@ -689,3 +689,26 @@ def test_sgemm_rate_is_measured_and_a_ceiling_without_it_names_no_rate():
                                                          "matrix_gmac_per_run": None}, {"torch": (15.0, 1.5)})
     assert without_rate.matrix_gmac_s is None and without_rate.peak_speedup == {}
     assert "GMAC/s" not in describe_ceiling("dat_t", without_rate)
+
+
+def test_op_table_shows_each_matrix_product_rate(tmp_path):
+    from rich.console import Console
+
+    rng = np.random.default_rng(3)
+    feeds = {"x": rng.standard_normal((30, 40), dtype=np.float32),
+             "at": rng.standard_normal((3, 16, 20), dtype=np.float32),
+             "m": rng.standard_normal((3, 16, 12), dtype=np.float32),
+             "img": rng.standard_normal((2, 16, 15, 15), dtype=np.float32)}
+    prof = ort_op_profile(_matrix_graph(tmp_path / "m.onnx"), feeds, runs=2, warmup=1).as_dict()
+    console = Console(record=True, width=200)
+    report_mod.render_ops({"ort @ batch 1": prof}, console)
+    text = console.export_text()
+    title = " ".join(text.split())  # the title wraps at the table's width
+    assert f"matrix products {prof['matrix_share']:.1%} at {matrix_gmac_s(prof):.1f} GMAC/s" in title
+    for op in prof["ops"]:
+        row = next(line for line in text.splitlines() if line.strip().lstrip("│┃ ").startswith(op["op_type"] + " "))
+        if op["gmac_per_run"]:
+            assert f"{op['gmac_per_run'] / (op['ms_per_run'] / 1000):.1f}" in row
+    old = {k: v for k, v in prof.items() if k not in ("matrix_share", "matrix_gmac_per_run")}  # a pre-MAC report
+    report_mod.render_ops({"old": {**old, "ops": [{k: v for k, v in o.items() if k != "gmac_per_run"} for o in old["ops"]]}},
+                          console)

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from dat_deploy.profiling.ops import matrix_gmac_s
+
 
 def sgemm_rate_gmac_s(threads: int | None = None, size: int = 2048, runs: int = 3) -> float:
     """This machine's fp32 GEMM rate through onnxruntime (one size^3 MatMul with a constant weight), best of `runs`."""
@@ -71,9 +73,8 @@ def speed_ceiling(backend: str, batch: int, backend_ms: float, profile: dict, go
     """
     share = float(profile.get("matrix_share") or 0.0)
     matrix_ms = backend_ms * share
-    kernel_matrix_ms = share * float(profile["kernel_ms_per_run"])
     gmac = profile.get("matrix_gmac_per_run")
-    rate = gmac / (kernel_matrix_ms / 1000.0) if gmac and kernel_matrix_ms > 0 else None
+    rate = matrix_gmac_s(profile)
     best = {name: mean / matrix_ms for name, (mean, _) in goals.items()} if matrix_ms > 0 else {}
     # A reference, not a limit: small products (49x49 window attention, K=96) run slower than a 2048^3
     # GEMM, cache-friendly ones (392x768x3072 in DAT-T) faster.

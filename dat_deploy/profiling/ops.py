@@ -49,13 +49,12 @@ class OpProfile:
     def as_dict(self) -> dict:
         return asdict(self)
 
-    @property
-    def matrix_gmac_s(self) -> float | None:
-        """Rate of the matrix products in GMAC/s, from their kernel time alone."""
-        matrix_ms = self.matrix_share * self.kernel_ms_per_run
-        if not self.matrix_gmac_per_run or matrix_ms <= 0:
-            return None
-        return self.matrix_gmac_per_run / (matrix_ms / 1000.0)
+
+def matrix_gmac_s(profile: dict) -> float | None:
+    """Rate in GMAC/s of the matrix products of a profile (`OpProfile.as_dict()`), from their kernel time alone."""
+    matrix_ms = float(profile.get("matrix_share") or 0.0) * float(profile["kernel_ms_per_run"])
+    gmac = profile.get("matrix_gmac_per_run")
+    return gmac / (matrix_ms / 1000.0) if gmac and matrix_ms > 0 else None
 
 
 def _shapes(type_shapes: list[dict] | None) -> list[list[int]]:

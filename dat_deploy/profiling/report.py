@@ -19,6 +19,7 @@ from typing import Sequence
 
 from dat_deploy.atomic import write_text
 from dat_deploy.profiling.contention import contention_warning
+from dat_deploy.profiling.ops import matrix_gmac_s
 from dat_deploy.profiling.runner import SPLIT_KEYS, CaseResult
 from dat_deploy.profiling.stats import DEFAULT_CV_WARN, few_iterations_warning, noise_warnings, summarize, throughput
 
@@ -270,24 +271,28 @@ def _ms(value: float) -> str:
 
 
 def render_ops(ops: dict, console, top: int = 12) -> None:
-    """Per-op tables, one per profiled (backend, batch), sampling ops highlighted."""
+    """Per-op tables, one per profiled (backend, batch), sampling ops highlighted, matrix products with their GMAC/s."""
     from rich.table import Table
 
     for key, prof in ops.items():
+        rate = matrix_gmac_s(prof)
+        matrix = "" if rate is None else f", matrix products {prof['matrix_share']:.1%} at {rate:.1f} GMAC/s"
         table = Table(
             title=f"ops: {key} ({prof['source']}, {prof['runs']} runs, "
-            f"sampling ops {prof['sampling_share']:.1%} of kernel time)",
+            f"sampling ops {prof['sampling_share']:.1%} of kernel time{matrix})",
             title_justify="left",
         )
-        for header in ("Op type", "calls/run", "ms/run", "share"):
+        for header in ("Op type", "calls/run", "ms/run", "share", "GMAC/s"):
             table.add_column(header, justify="left" if header == "Op type" else "right")
         shown = prof["ops"][:top] + [o for o in prof["ops"][top:] if o["sampling"]]
         for op in shown:
             style = "bold magenta" if op["sampling"] else None
+            gmac = op.get("gmac_per_run")
+            rate = f"{gmac / (op['ms_per_run'] / 1000.0):.1f}" if gmac and op["ms_per_run"] > 0 else ""
             table.add_row(op["op_type"], f"{op['calls_per_run']:.0f}", f"{op['ms_per_run']:.3f}", f"{op['share']:.1%}",
-                          style=style)
+                          rate, style=style)
         rest = [o for o in prof["ops"] if o not in shown]
         if rest:
             table.add_row(f"({len(rest)} other op types)", "", f"{sum(o['ms_per_run'] for o in rest):.3f}",
-                          f"{sum(o['share'] for o in rest):.1%}")
+                          f"{sum(o['share'] for o in rest):.1%}", "")
         console.print(table)
