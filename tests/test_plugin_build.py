@@ -71,3 +71,26 @@ def test_cli_prints_the_summary_table():
     assert result.exit_code == 0, result.output
     for text in ("dat_ort_ops", "built", "dat_cuda_ops", "skipped", "dat_trt_plugins", "libdat_ort_ops.so"):
         assert text in result.output
+
+
+def test_builds_of_old_sources_are_pruned_but_recent_ones_stay(tmp_path):
+    import os
+    import time
+
+    root = tmp_path / "plugins"
+    keep = root / "current"
+    keep.mkdir(parents=True)
+    now = time.time()
+    ages_h = {"recent": 0.2, "old1": 30, "old2": 40, "old3": 50, "old4": 60}
+    for name, age in ages_h.items():
+        (root / name / "cpu").mkdir(parents=True)
+        os.utime(root / name, (now - age * 3600, now - age * 3600))
+    (root / ".cpu.lock").write_text("")  # lock files are not builds
+    removed = builder.prune_old_builds(keep, newest=3, grace_s=3600)
+    # newest 3 = the current build plus the two most recently used others; "recent" is also within the grace
+    assert sorted(p.name for p in removed) == ["old2", "old3", "old4"]
+    assert sorted(p.name for p in root.iterdir()) == [".cpu.lock", "current", "old1", "recent"]
+    os.utime(root / "recent", (now - 7200, now - 7200))
+    os.utime(root / "old1", (now - 7000, now - 7000))
+    assert [p.name for p in builder.prune_old_builds(keep, newest=1, grace_s=3600)] == ["old1", "recent"]
+    assert sorted(p.name for p in root.iterdir()) == [".cpu.lock", "current"]

@@ -27,6 +27,11 @@ LIBRARY_FILES = {
     "dat_trt_plugins": "libdat_trt_plugins.so",
 }
 _SOURCE_SUFFIXES = {".h", ".cuh", ".cpp", ".cu", ".txt", ".map"}
+# Builds of older sources are pruned after a fresh build: the newest few stay (switching between
+# checkouts or branches should not rebuild every time), and none used within the grace period goes
+# (another process may be loading a library from it).
+KEEP_SOURCE_BUILDS = 3
+PRUNE_GRACE_S = 3600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +156,7 @@ def build(
         if not force:
             existing = read_result(config_dir)
             if existing is not None:
+                os.utime(config_dir.parent)  # recently used: kept by prune_old_builds
                 return existing
         start = time.perf_counter()
         staging = config_dir.parent / f".{config_dir.name}.partial-{os.getpid()}"
@@ -175,7 +181,23 @@ def build(
         os.replace(staging, config_dir)
         result = read_result(config_dir, time.perf_counter() - start, cached=False)
         assert result is not None
-        return result
+    prune_old_builds(keep=config_dir.parent)
+    return result
+
+
+def prune_old_builds(keep: Path, newest: int = KEEP_SOURCE_BUILDS, grace_s: float = PRUNE_GRACE_S) -> list[Path]:
+    """Delete cached builds of other plugin sources beyond the `newest` most recently used; return what went."""
+    root = keep.parent
+    others = sorted((p for p in root.iterdir() if p.is_dir() and p != keep and not p.name.startswith(".")),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    now = time.time()
+    removed = []
+    for old in others[max(newest - 1, 0):]:
+        if now - old.stat().st_mtime < grace_s:
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+        removed.append(old)
+    return removed
 
 
 def find_built(target: str) -> Path | None:

@@ -220,8 +220,7 @@ def trt_layer_profile(backend, batch: np.ndarray, runs: int = 10, warmup: int = 
     if own is not None:
         records = list(own(batch, runs))
     else:
-        # TensorRTBackend keeps its IExecutionContext as `_context`; a public `context` wins if offered.
-        context = getattr(backend, "context", None) or getattr(backend, "_context", None)
+        context = getattr(backend, "context", None)  # TensorRTBackend's IExecutionContext
         if context is None or getattr(backend, "use_cuda_graph", False):
             return None  # a replayed CUDA graph reports no layer times
         import tensorrt as trt  # lazy: only on machines that have it

@@ -140,6 +140,11 @@ class TensorRTBackend:
         self._graphs: dict[tuple, Any] = {}
         self.last_timings: Timings | None = None
 
+    @property
+    def context(self):
+        """The engine's IExecutionContext, e.g. to attach a TensorRT IProfiler."""
+        return self._context
+
     # -- buffers and execution ------------------------------------------------------------------
 
     def _check_batch(self, shape: tuple[int, ...]) -> None:
