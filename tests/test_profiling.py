@@ -634,13 +634,17 @@ def _matrix_graph(path: Path) -> Path:
     return path
 
 
-def test_matrix_products_are_counted_from_a_real_trace(tmp_path):
+def _profile_matrix_graph(tmp_path):
     rng = np.random.default_rng(2)
     feeds = {"x": rng.standard_normal((30, 40), dtype=np.float32),
              "at": rng.standard_normal((3, 16, 20), dtype=np.float32),
              "m": rng.standard_normal((3, 16, 12), dtype=np.float32),
              "img": rng.standard_normal((2, 16, 15, 15), dtype=np.float32)}
-    prof = ort_op_profile(_matrix_graph(tmp_path / "m.onnx"), feeds, runs=2, warmup=1)
+    return ort_op_profile(_matrix_graph(tmp_path / "m.onnx"), feeds, runs=2, warmup=1)
+
+
+def test_matrix_products_are_counted_from_a_real_trace(tmp_path):
+    prof = _profile_matrix_graph(tmp_path)
     macs = {op.op_type: op.gmac_per_run for op in prof.ops}
     gemm = 30 * 40 * 24
     matmul = 3 * 20 * 12 * 16  # batch * M * N * K, whichever transposition onnxruntime fused in
@@ -694,12 +698,7 @@ def test_sgemm_rate_is_measured_and_a_ceiling_without_it_names_no_rate():
 def test_op_table_shows_each_matrix_product_rate(tmp_path):
     from rich.console import Console
 
-    rng = np.random.default_rng(3)
-    feeds = {"x": rng.standard_normal((30, 40), dtype=np.float32),
-             "at": rng.standard_normal((3, 16, 20), dtype=np.float32),
-             "m": rng.standard_normal((3, 16, 12), dtype=np.float32),
-             "img": rng.standard_normal((2, 16, 15, 15), dtype=np.float32)}
-    prof = ort_op_profile(_matrix_graph(tmp_path / "m.onnx"), feeds, runs=2, warmup=1).as_dict()
+    prof = _profile_matrix_graph(tmp_path).as_dict()
     console = Console(record=True, width=200)
     report_mod.render_ops({"ort @ batch 1": prof}, console)
     text = console.export_text()
