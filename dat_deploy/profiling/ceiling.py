@@ -2,9 +2,9 @@
 
 A speed goal is only worth chasing if the graph can reach it. Its matrix products (Gemm, MatMul,
 Conv) run through MLAS, close to the rate each shape reaches alone, so the time they take is a floor
-that graph rewrites and custom ops do not lower: what remains to win is the time of every other op. `speed_ceiling` turns one backend's op profile and the timed means of the
-same loop into that floor, the speedup it would give over each baseline, and how much time a goal
-leaves the other ops.
+that graph rewrites and custom ops do not lower: what remains to win is the time of every other op.
+`speed_ceiling` turns one backend's op profile and the timed means of the same loop into that
+floor, the speedup it would give over each baseline, and how much time a goal leaves the other ops.
 """
 
 from __future__ import annotations
