@@ -27,6 +27,19 @@ def ensure_writable_dir(folder: Path) -> Path:
     return folder
 
 
+def check_creatable_dir(folder: Path) -> None:
+    """Fail now, creating nothing, if `folder` could not be created and written: before minutes of work, not after."""
+    folder = Path(folder).absolute()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot create output folder {folder}: {existing} is not a directory. Choose a writable --output.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"output folder {folder} is not writable ({existing} is not). "
+                        "Choose a writable --output or fix its permissions.")
+
+
 def check_not_exists(path: Path, overwrite: bool) -> None:
     if Path(path).exists() and not overwrite:
         raise UserError(f"{path} already exists. Pass --overwrite to replace it, or choose another --name/--output.")

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dat_deploy.errors import UserError
 from dat_deploy.export.graph_checks import has_symbolic_batch, op_histogram
 from dat_deploy.export.onnx_export import TraceOptions
 from dat_deploy.model import VARIANTS, create_model, sampling
@@ -163,6 +164,20 @@ def test_bad_inputs_fail_cleanly(tmp_path, dat_t_onnx):
     existing = dat_t_onnx.parent.parent
     message = _one_line_error(_cli("export", "--variant", "dat_t", "-o", str(existing.parent), "--name", existing.name, cwd=tmp_path))
     assert "already exists" in message
+
+
+def test_output_folder_is_checked_before_any_work_and_nothing_is_created(tmp_path, monkeypatch):
+    import dat_deploy.export as export_pkg
+    from dat_deploy.atomic import check_creatable_dir
+
+    check_creatable_dir(tmp_path / "new" / "deeper" / "models")  # creatable: fine, and still absent
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(UserError, match=r"cannot create output folder .*a_file is not a directory"):
+        check_creatable_dir(tmp_path / "a_file" / "models")
+    monkeypatch.setattr(export_pkg, "export_model", lambda *a, **k: pytest.fail("traced before checking the output"))
+    with pytest.raises(UserError, match="cannot create output folder"):
+        export_pkg.export_onnx("dat_t", output_dir=tmp_path / "a_file" / "models")
 
 
 def test_validate_cli_reports_and_exit_code(tmp_path, dat_t_onnx):

@@ -14,6 +14,7 @@ from typing import Callable
 
 import onnx
 
+from dat_deploy.atomic import check_creatable_dir
 from dat_deploy.errors import UserError
 from dat_deploy.export.onnx_export import DEFAULT_OPSET, TraceOptions, export_model
 from dat_deploy.export.repository import SIDECAR_NAME, write_model_folder
@@ -100,6 +101,7 @@ def export_onnx(
     final_folder = Path(output_dir) / name
     if final_folder.exists() and not overwrite:  # write_model_folder checks too; this fails before minutes of tracing
         raise UserError(f"{final_folder} already exists. Pass --overwrite to replace it, or choose another --name.")
+    check_creatable_dir(Path(output_dir))  # likewise: a bad --output fails before the tracing
     on_step("building the PyTorch model")
     model = create_model(variant, weights=weights, seed=seed, features_only=features)
     options = TraceOptions(opset=opset, batch=batch, flavor=flavor, dynamic_hw=dynamic_hw, layout=layout)
