@@ -179,9 +179,14 @@ PLAIN_EXPORT = "ort-official"  # the standard flavour as a hand-written export g
 GOALS = (("torch", 1.5), (PLAIN_EXPORT, 2.0))
 
 
+def mean_latencies(rep: dict) -> dict[tuple[str, int], float]:
+    """(backend, batch) -> mean latency in ms, from one report's results."""
+    return {(r["backend"], r["batch"]): r["latency_ms"]["mean"] for r in rep["results"]}
+
+
 def speedup(rep: dict, baseline: str, backend: str, batch: int) -> float | None:
     """Mean latency of `baseline` over that of `backend` at `batch`, from the same loop (None if either is missing)."""
-    means = {(r["backend"], r["batch"]): r["latency_ms"]["mean"] for r in rep["results"]}
+    means = mean_latencies(rep)
     if (baseline, batch) not in means or (backend, batch) not in means:
         return None
     return means[(baseline, batch)] / means[(backend, batch)]
@@ -202,7 +207,7 @@ def plugin_ceiling(rep: dict, machine_gmac_s: float | None):
     """ort-plugin's floor at the largest batch against the goals' baselines, or None without its op profile."""
     batch = max(r["batch"] for r in rep["results"])
     profile = (rep.get("ops") or {}).get(f"ort-plugin @ batch {batch}")
-    means = {(r["backend"], r["batch"]): r["latency_ms"]["mean"] for r in rep["results"]}
+    means = mean_latencies(rep)
     if profile is None or ("ort-plugin", batch) not in means:
         return None
     goals = {name: (means[(name, batch)], goal) for name, goal in GOALS if (name, batch) in means}
