@@ -1,10 +1,15 @@
-"""Each DAT sampling op alone: our onnxruntime custom op against onnxruntime's GridSample graph of the same op.
+"""Each DAT op alone: our onnxruntime custom op against onnxruntime's standard graph of the same op.
 
-The standard graph is what the standard export flavour computes (reshape, flip to (x, y), GridSample;
-for the bias also the displacement grid and the table expanded over the batch). Shapes: the deformable
-stages of DAT-T and DAT-T++ at 224. One run, one machine; ratios are standard / plugin.
+For the sampling ops the standard graph is what the standard export flavour computes (reshape, flip to
+(x, y), GridSample; for the bias also the displacement grid and the table expanded over the batch);
+shapes: the deformable stages of DAT-T and DAT-T++ at 224. For DATWindowAttention it is
+`window_attention_reference` exported by torch.onnx (roll, partition, MatMul, Softmax, MatMul, reverse
+partition, roll back); shapes: DAT-T's L and S blocks at 224 (window 7, head dim 32, S shift 4).
+One run, one machine; ratios are standard / plugin.
 
-    python benchmarks/bench_ops.py [--batches 1 8] [--repeat 20] [--threads N]
+    python benchmarks/bench_ops.py [--batches 1 8] [--repeat 20] [--threads N] [--ops DATWindowAttention]
+
+The plugin's own threads: DAT_NUM_THREADS (default all cores); --threads sets onnxruntime's intra-op threads.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from dat_deploy.model import sampling
+from dat_deploy.model.attention import _shift_window_mask
+from dat_deploy.model.windows import window_attention_reference
 from dat_deploy.native import ort_library_path
 
 
@@ -42,6 +49,27 @@ STAGES = [
     Stage("DAT-T++ s2", 128, 2, 28, 7, 4, 55, "dat_pp"),
     Stage("DAT-T++ s3", 256, 4, 14, 7, 8, 27, "dat_pp"),
     Stage("DAT-T++ s4", 512, 8, 7, 7, 16, 13, "dat_pp"),
+]
+
+
+@dataclass(frozen=True)
+class WindowStage:
+    name: str
+    size: int  # H = W
+    channels: int
+    heads: int
+    shift: int  # 0: L block (one bias for all windows); > 0: S block (bias with the shift mask per window)
+    window: int = 7
+
+
+# DAT-T: stages 1-2 are L,S pairs, stages 3-4 hold only L blocks among their window-attention blocks.
+WINDOW_STAGES = [
+    WindowStage("DAT-T s1 L", 56, 96, 3, 0),
+    WindowStage("DAT-T s1 S", 56, 96, 3, 4),
+    WindowStage("DAT-T s2 L", 28, 192, 6, 0),
+    WindowStage("DAT-T s2 S", 28, 192, 6, 4),
+    WindowStage("DAT-T s3 L", 14, 384, 12, 0),
+    WindowStage("DAT-T s4 L", 7, 768, 24, 0),
 ]
 OPSET = 18
 FLOAT = TensorProto.FLOAT
@@ -110,6 +138,43 @@ def bias_models(s: Stage, batch: int) -> tuple[bytes, bytes]:
     return plugin, standard
 
 
+class _WindowAttention(torch.nn.Module):
+    def __init__(self, s: WindowStage):
+        super().__init__()
+        self.s = s
+
+    def forward(self, qkv: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        s = self.s
+        return window_attention_reference(qkv, bias, s.heads, s.window, s.shift, (s.channels // s.heads) ** -0.5)
+
+
+def window_feeds(s: WindowStage, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    tokens = s.window * s.window
+    bias = rng.standard_normal((1, s.heads, tokens, tokens), dtype=np.float32)
+    if s.shift:
+        bias = bias + _shift_window_mask(s.size, s.window, s.shift).numpy()[:, None]
+    return {"qkv": rng.standard_normal((batch, s.size, s.size, 3 * s.channels), dtype=np.float32),
+            "bias": np.ascontiguousarray(bias, dtype=np.float32)}
+
+
+def window_models(s: WindowStage, feeds: dict[str, np.ndarray]) -> tuple[bytes, bytes]:
+    import io
+    import warnings
+
+    plugin = _model([helper.make_node("DATWindowAttention", ["qkv", "bias"], ["y"], domain="dat", heads=s.heads,
+                                      window=s.window, shift=s.shift, scale=(s.channels // s.heads) ** -0.5)],
+                    [(k, list(v.shape)) for k, v in feeds.items()], custom=True)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(_WindowAttention(s), (torch.from_numpy(feeds["qkv"]), torch.from_numpy(feeds["bias"])),
+                                    input_names=["qkv", "bias"], output_names=["y"], opset_version=OPSET, dynamo=True,
+                                    verbose=False)
+    program.model_proto.ir_version = 10
+    buffer.write(program.model_proto.SerializeToString())
+    return plugin, buffer.getvalue()
+
+
 def session(model: bytes, library: str | None, threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     if threads:
@@ -135,7 +200,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = its default)")
-    parser.add_argument("--ops", nargs="+", default=["DATDeformSample", "DATRelPosBias"])
+    parser.add_argument("--ops", nargs="+", default=["DATDeformSample", "DATRelPosBias", "DATWindowAttention"])
     parser.add_argument("--stages", nargs="+", default=None, help="stage names to run, e.g. 'DAT-T s3'")
     args = parser.parse_args()
     library = str(ort_library_path(build=True))
@@ -144,31 +209,41 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"DAT sampling ops alone, onnxruntime {ort.__version__} CPU, median of {args.repeat} (ms)")
-    for column in ("op", "stage", "batch", "GridSample graph", "dat custom op", "speed-up", "max |diff|"):
+    table = Table(title=f"DAT ops alone, onnxruntime {ort.__version__} CPU, median of {args.repeat} (ms)")
+    for column in ("op", "stage", "batch", "standard graph", "dat custom op", "speed-up", "max |diff|"):
         table.add_column(column, justify="right" if column not in ("op", "stage") else "left")
-    stages = [s for s in STAGES if args.stages is None or s.name in args.stages]
     for op in args.ops:
+        stages = [s for s in (WINDOW_STAGES if op == "DATWindowAttention" else STAGES)
+                  if args.stages is None or s.name in args.stages]
         for stage in stages:
             for batch in args.batches:
+                if op == "DATWindowAttention":
+                    feeds = window_feeds(stage, batch, rng)
+                    plugin, standard = window_models(stage, feeds)
+                    _time_pair(table, op, stage, batch, feeds, plugin, standard, library, args)
+                    continue
                 feeds = {
                     "x": rng.standard_normal((batch, stage.channels, stage.size, stage.size), dtype=np.float32),
                     "pos": rng.uniform(-1, 1, (batch * stage.groups, stage.keys, stage.keys, 2)).astype(np.float32),
                     "table": rng.standard_normal((stage.heads, stage.table, stage.table), dtype=np.float32),
                 }
                 plugin, standard = (deform_models if op == "DATDeformSample" else bias_models)(stage, batch)
-                runs = {}
-                outputs = {}
-                for name, model, lib in (("standard", standard, None), ("plugin", plugin, library)):
-                    sess = session(model, lib, args.threads)
-                    names = {i.name for i in sess.get_inputs()}
-                    inputs = {k: v for k, v in feeds.items() if k in names}
-                    outputs[name] = sess.run(None, inputs)[0]
-                    runs[name] = median_ms(lambda: sess.run(None, inputs), args.repeat)
-                diff = float(np.abs(outputs["standard"] - outputs["plugin"]).max())
-                table.add_row(op, stage.name, str(batch), f"{runs['standard']:.3f}", f"{runs['plugin']:.3f}",
-                              f"{runs['standard'] / runs['plugin']:.2f}x", f"{diff:.1e}")
+                _time_pair(table, op, stage, batch, feeds, plugin, standard, library, args)
     Console().print(table)
+
+
+def _time_pair(table, op, stage, batch, feeds, plugin, standard, library, args) -> None:
+    runs = {}
+    outputs = {}
+    for name, model, lib in (("standard", standard, None), ("plugin", plugin, library)):
+        sess = session(model, lib, args.threads)
+        names = {i.name for i in sess.get_inputs()}
+        inputs = {k: v for k, v in feeds.items() if k in names}
+        outputs[name] = sess.run(None, inputs)[0]
+        runs[name] = median_ms(lambda: sess.run(None, inputs), args.repeat)
+    diff = float(np.abs(outputs["standard"] - outputs["plugin"]).max())
+    table.add_row(op, stage.name, str(batch), f"{runs['standard']:.3f}", f"{runs['plugin']:.3f}",
+                  f"{runs['standard'] / runs['plugin']:.2f}x", f"{diff:.1e}")
 
 
 if __name__ == "__main__":

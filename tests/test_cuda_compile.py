@@ -28,7 +28,8 @@ def test_cuda_kernels_compile_for_all_architectures():
     by_target = {t.target: t for t in result.targets}
     assert by_target["dat_cuda_ops"].built, by_target["dat_cuda_ops"].reason
     library = by_target["dat_cuda_ops"].library
-    assert {"dat_cuda_deform_sample", "dat_cuda_rel_pos_bias"} <= exported_symbols(library)
+    assert {"dat_cuda_deform_sample", "dat_cuda_rel_pos_bias", "dat_cuda_window_attention",
+            "dat_cuda_deform_attention"} <= exported_symbols(library)
     if shutil.which("cuobjdump"):
         listing = subprocess.run(["cuobjdump", "--list-elf", "--list-ptx", str(library)], capture_output=True, text=True).stdout
         for arch in ("sm_80", "sm_86", "sm_89", "sm_90"):

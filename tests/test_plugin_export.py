@@ -43,7 +43,7 @@ def exported(request):
     torch.manual_seed(0)
     block = TinyDeformableBlock(convention=request.param).eval()
     example = torch.randn(2, 16, 7, 9)
-    with plugin_ops.plugin_sampling(), torch.no_grad():
+    with plugin_ops.plugin_flavour(), torch.no_grad():
         program = torch.onnx.export(
             block, (example,), dynamo=True, opset_version=18, input_names=["x"], output_names=["sampled", "bias"],
             dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=64)}},
@@ -64,7 +64,7 @@ def test_eager_custom_ops_equal_references():
 
 def test_plugin_sampling_routes_through_custom_ops():
     x, pos = torch.randn(2, 4, 5, 5), torch.zeros(2, 3, 3, 2)
-    with plugin_ops.plugin_sampling():
+    with plugin_ops.plugin_flavour():
         graph = torch.export.export(_Calls(), (x, pos)).graph
     targets = {str(node.target) for node in graph.nodes if node.op == "call_function"}
     assert "dat.deform_sample.default" in targets

@@ -1,5 +1,6 @@
-"""Whole models in the plugin flavour: both grid_sample calls of every deformable block become `dat`
-nodes, and onnxruntime with our custom-op library computes what PyTorch computes."""
+"""Whole models in the plugin flavour: both grid_sample calls of every deformable block and the
+attention of every window (L / S) block become `dat` nodes, and onnxruntime with our custom-op
+library computes what PyTorch computes."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dat_deploy.parity.inputs import random_case
 from dat_deploy.runtime import OrtBackend
 
 DEFORMABLE_BLOCKS = {"dat_t": 4, "dat_pp_t": 14}
+WINDOW_BLOCKS = {"dat_t": 8, "dat_pp_t": 0}  # DAT-T: L, S in stages 1-2, L in 3 of 6 / 1 of 2 blocks after
 
 
 def _check_plugin_model(export_once, variant: str, batches=(1, 5)) -> None:
@@ -21,6 +23,7 @@ def _check_plugin_model(export_once, variant: str, batches=(1, 5)) -> None:
     ops = op_histogram(onnx.load(str(result.onnx_path)))
     assert "GridSample" not in ops
     assert ops["dat::DATDeformSample"] == ops["dat::DATRelPosBias"] == DEFORMABLE_BLOCKS[variant]
+    assert ops.get("dat::DATWindowAttention", 0) == WINDOW_BLOCKS[variant]
     backend = OrtBackend(result.onnx_path)
     assert backend.plugin_library is not None and backend.name.startswith("ort-plugin")
     model = create_model(variant)

@@ -5,7 +5,8 @@ Facts that shape this module (shared/reference/onnxruntime.md):
 * the standard flavour defaults to opset 18: TensorRT's parser maps opset-20 GridSample
   `linear` to nearest, and the dynamo exporter has no implementations below 18 (17 is
   down-converted by onnx);
-* the plugin flavour routes both sampling ops through torch custom ops that become `dat` nodes;
+* the plugin flavour routes both sampling ops through torch custom ops that become `dat` nodes, and
+  in the fast layout the window attention of L / S blocks too (DATWindowAttention);
 * the `fast` layout (default) traces `ChannelsLastDAT`, the same weights run channels-last with
   tiled neighborhood attention; `official` traces the official module forward op for op.
 """
@@ -109,7 +110,7 @@ def _plugin_context(flavor: str):
         return contextlib.nullcontext(), None
     from dat_deploy.export import plugin_ops
 
-    return plugin_ops.plugin_sampling(), plugin_ops.custom_translation_table()
+    return plugin_ops.plugin_flavour(), plugin_ops.custom_translation_table()
 
 
 def trace_to_onnx(model: nn.Module, input_size: tuple[int, int], options: TraceOptions) -> onnx.ModelProto:

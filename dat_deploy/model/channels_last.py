@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from dat_deploy.model import sampling
+from dat_deploy.model import fused_ops, sampling, windows
 from dat_deploy.model.attention import DeformableAttention, LocalAttention, NeighborhoodAttention, ShiftWindowAttention
 from dat_deploy.model.layers import ConvFFN, LayerNormProxy, TransformerMLP
 from dat_deploy.model.neighborhood_tiles import tiled_neighborhood_attention
@@ -81,6 +81,16 @@ def shift_window_attention(attn: ShiftWindowAttention, x: torch.Tensor) -> torch
     return torch.roll(window_attention(attn, shifted, attn.attn_mask), shifts=(s, s), dims=(1, 2))
 
 
+def fused_window_attention(attn: LocalAttention, x: torch.Tensor, impl) -> torch.Tensor:
+    """An L / S block through one window-attention op (`fused_ops`): the qkv Gemm's output goes in
+    as is, the roll, partition and softmax happen inside, and channels-last tokens come out."""
+    shift = attn.shift_size if isinstance(attn, ShiftWindowAttention) else 0
+    mask = attn.attn_mask if shift else None
+    bias = windows.window_bias(attn.relative_position_bias_table, attn.relative_position_index, mask)
+    out = impl(linear(x, attn.proj_qkv), bias, attn.heads, attn.window_size, shift, attn.scale)
+    return linear(out, attn.proj_out)
+
+
 def deformable_attention(attn: DeformableAttention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     batch, height, width, channels = x.shape
     heads, head_dim, groups = attn.heads, attn.head_channels, attn.groups
@@ -96,13 +106,18 @@ def deformable_attention(attn: DeformableAttention, x: torch.Tensor) -> tuple[to
 
     x_first = to_channels_first(x)
     sampled = sampling.deform_sample(x_first, pos, groups).reshape(batch, channels, num_keys).transpose(1, 2)
-    k = linear(sampled, attn.proj_k).reshape(batch, num_keys, heads, head_dim).permute(0, 2, 3, 1)
-    v = linear(sampled, attn.proj_v).reshape(batch, num_keys, heads, head_dim).transpose(1, 2)
-    q = q.reshape(batch, height * width, heads, head_dim).transpose(1, 2)
-    logits = (q @ k) * attn.scale
-    bias = sampling.rel_pos_bias(attn.rpe_table, pos, x_first, groups, attn.convention)
-    logits = logits + bias.reshape(batch, heads, height * width, num_keys)
-    out = (logits.softmax(dim=-1) @ v).transpose(1, 2).reshape(batch, height, width, channels)
+    k, v = linear(sampled, attn.proj_k), linear(sampled, attn.proj_v)  # (B, Nk, C)
+    fused_core = fused_ops.fused(fused_ops.DEFORMABLE_ATTENTION)
+    if fused_core is not None:  # bias sampling, q . k, softmax and P v in one op
+        out = fused_core(q, k, v, attn.rpe_table, pos, heads, groups, attn.convention, attn.scale)
+    else:
+        k = k.reshape(batch, num_keys, heads, head_dim).permute(0, 2, 3, 1)
+        v = v.reshape(batch, num_keys, heads, head_dim).transpose(1, 2)
+        q = q.reshape(batch, height * width, heads, head_dim).transpose(1, 2)
+        logits = (q @ k) * attn.scale
+        bias = sampling.rel_pos_bias(attn.rpe_table, pos, x_first, groups, attn.convention)
+        logits = logits + bias.reshape(batch, heads, height * width, num_keys)
+        out = (logits.softmax(dim=-1) @ v).transpose(1, 2).reshape(batch, height, width, channels)
     shape = (batch, groups, key_h, key_w, 2)
     return linear(out, attn.proj_out), pos.reshape(shape), reference.reshape(shape)
 
@@ -110,6 +125,9 @@ def deformable_attention(attn: DeformableAttention, x: torch.Tensor) -> tuple[to
 def attention(attn: nn.Module, x: torch.Tensor, static_size: bool):
     if isinstance(attn, DeformableAttention):
         return deformable_attention(attn, x)
+    fused_window = fused_ops.fused(fused_ops.WINDOW_ATTENTION)
+    if isinstance(attn, LocalAttention) and fused_window is not None:
+        return fused_window_attention(attn, x, fused_window), None, None
     if isinstance(attn, ShiftWindowAttention):
         return shift_window_attention(attn, x), None, None
     if isinstance(attn, LocalAttention):

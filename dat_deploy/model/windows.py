@@ -5,13 +5,10 @@ tokens (B, H, W, 3C) and returns the attention output (B, H, W, C) before the ou
 roll by -shift, window partition, q . k * scale + bias, softmax, P v, reverse partition and the roll
 back. `bias` (Nb, heads, T, T) is the relative-position bias, plus the shift mask when Nb is the number
 of windows per image. The reference below is plain PyTorch; the plugin export flavour swaps in the
-`dat::window_attention` custom op (DATWindowAttention in ONNX) via `use_impl`.
+`dat::window_attention` custom op (DATWindowAttention in ONNX) via `fused_ops.use_fused`.
 """
 
 from __future__ import annotations
-
-import contextlib
-from typing import Callable, Iterator
 
 import torch
 
@@ -42,22 +39,3 @@ def window_bias(relative_table: torch.Tensor, relative_index: torch.Tensor, mask
     tokens = relative_index.shape[0]
     bias = relative_table[relative_index.reshape(-1)].reshape(tokens, tokens, -1).permute(2, 0, 1)[None]
     return bias if mask is None else bias + mask[:, None]
-
-
-_impl: dict[str, Callable[..., torch.Tensor] | None] = {"window_attention": None}
-
-
-def fused_impl() -> Callable[..., torch.Tensor] | None:
-    """The fused implementation in use, or None: the channels-last forward then partitions in the graph."""
-    return _impl["window_attention"]
-
-
-@contextlib.contextmanager
-def use_impl(window_attention_fn: Callable[..., torch.Tensor]) -> Iterator[None]:
-    """Temporarily run every L / S block's attention through `window_attention_fn` (the plugin custom op)."""
-    saved = dict(_impl)
-    _impl["window_attention"] = window_attention_fn
-    try:
-        yield
-    finally:
-        _impl.update(saved)

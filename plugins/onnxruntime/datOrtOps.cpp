@@ -4,6 +4,7 @@
 #include "ortAbi.h"
 
 #include "../cpu/datSamplingCpu.h"
+#include "../cpu/windowAttentionCpu.h"
 
 #include <cstdio>
 #include <string>
@@ -20,14 +21,15 @@ enum class OpKind
 {
     kDeformSample,
     kRelPosBias,
+    kWindowAttention,
 };
 
 // One registered (op, dtype combination). ORT picks the kernel whose input types match the graph.
 struct DatCustomOp : OrtCustomOp
 {
     OpKind kind;
-    int32_t dataType; // x (DeformSample) / table and x (RelPosBias); also the output type
-    int32_t posType;
+    int32_t dataType; // x (DeformSample) / table and x (RelPosBias) / qkv (WindowAttention); also the output type
+    int32_t posType;  // pos, or bias (WindowAttention)
 };
 
 struct Kernel
@@ -36,6 +38,11 @@ struct Kernel
     OpKind kind;
     int64_t groups;
     int64_t convention;
+    // DATWindowAttention
+    int64_t heads;
+    int64_t window;
+    int64_t shift;
+    float scale;
 };
 
 struct TensorView
@@ -169,6 +176,57 @@ OrtStatus* computeRelPosBias(Kernel const& k, OrtKernelContext* context)
     return nullptr;
 }
 
+OrtStatus* computeWindowAttention(Kernel const& k, OrtKernelContext* context)
+{
+    TensorView qkv, bias;
+    DAT_RETURN_IF_STATUS(readInput(k.api, context, 0, qkv));
+    DAT_RETURN_IF_STATUS(readInput(k.api, context, 1, bias));
+    std::string const op = "DATWindowAttention";
+    if (qkv.dims.size() != 4 || qkv.dims[3] % 3 != 0)
+    {
+        return invalid(k.api, op + ": qkv must be (B, H, W, 3C) (rank 4, last dim divisible by 3); got " + shapeText(qkv.dims));
+    }
+    int64_t const channels = qkv.dims[3] / 3;
+    if (channels % k.heads != 0)
+    {
+        return invalid(k.api,
+            op + ": C = " + std::to_string(channels) + " (qkv " + shapeText(qkv.dims) + ", last dim 3C) not divisible by heads = "
+                + std::to_string(k.heads));
+    }
+    if (qkv.dims[1] % k.window != 0 || qkv.dims[2] % k.window != 0)
+    {
+        return invalid(k.api,
+            op + ": H and W must be divisible by window = " + std::to_string(k.window) + "; qkv is (B, H, W, 3C) = "
+                + shapeText(qkv.dims));
+    }
+    WindowAttentionDims dims{qkv.dims[0], qkv.dims[1], qkv.dims[2], channels, k.heads, k.window, k.shift, 1, k.scale};
+    int64_t const tokens = dims.tokens();
+    int64_t const windows = dims.windowsPerImage();
+    bool const biasOk = bias.dims.size() == 4 && (bias.dims[0] == 1 || bias.dims[0] == windows)
+        && bias.dims[1] == k.heads && bias.dims[2] == tokens && bias.dims[3] == tokens;
+    if (!biasOk)
+    {
+        std::string const nb = windows == 1 ? "1" : "1 or " + std::to_string(windows);
+        return invalid(k.api,
+            op + ": bias must be (Nb, heads, T, T) = (" + nb + ", " + std::to_string(k.heads) + ", "
+                + std::to_string(tokens) + ", " + std::to_string(tokens) + ") for qkv " + shapeText(qkv.dims)
+                + ", heads = " + std::to_string(k.heads) + ", window = " + std::to_string(k.window) + "; got "
+                + shapeText(bias.dims));
+    }
+    dims.biasWindows = bias.dims[0];
+    int64_t const outDims[4] = {qkv.dims[0], qkv.dims[1], qkv.dims[2], channels};
+    OrtValue* out = nullptr;
+    DAT_RETURN_IF_STATUS(k.api.kernelContextGetOutput(context, 0, outDims, 4, &out));
+    void* qkvData = nullptr;
+    void* biasData = nullptr;
+    void* outData = nullptr;
+    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(const_cast<OrtValue*>(qkv.value), &qkvData));
+    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(const_cast<OrtValue*>(bias.value), &biasData));
+    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(out, &outData));
+    cpu::windowAttention(dims, qkvData, toDType(qkv.elementType), biasData, toDType(bias.elementType), outData);
+    return nullptr;
+}
+
 // ---- OrtCustomOp callbacks ------------------------------------------------------------------------------------------
 
 DatCustomOp const& self(OrtCustomOp const* op)
@@ -178,7 +236,13 @@ DatCustomOp const& self(OrtCustomOp const* op)
 
 char const* opName(OrtCustomOp const* op)
 {
-    return self(op).kind == OpKind::kDeformSample ? "DATDeformSample" : "DATRelPosBias";
+    switch (self(op).kind)
+    {
+    case OpKind::kDeformSample: return "DATDeformSample";
+    case OpKind::kRelPosBias: return "DATRelPosBias";
+    case OpKind::kWindowAttention: return "DATWindowAttention";
+    }
+    return "";
 }
 
 char const* executionProvider(OrtCustomOp const*)
@@ -188,12 +252,12 @@ char const* executionProvider(OrtCustomOp const*)
 
 size_t inputCount(OrtCustomOp const* op)
 {
-    return self(op).kind == OpKind::kDeformSample ? 2 : 3;
+    return self(op).kind == OpKind::kRelPosBias ? 3 : 2;
 }
 
 int32_t inputType(OrtCustomOp const* op, size_t index)
 {
-    // DeformSample: (x, pos); RelPosBias: (table, pos, x).
+    // DeformSample: (x, pos); RelPosBias: (table, pos, x); WindowAttention: (qkv, bias).
     return index == 1 ? self(op).posType : self(op).dataType;
 }
 
@@ -227,9 +291,51 @@ int variadicHomogeneity(OrtCustomOp const*)
     return 1;
 }
 
+OrtStatus* createWindowAttentionKernel(Api const& api, OrtKernelInfo const* info, void** kernelOut)
+{
+    char const* const op = "DATWindowAttention";
+    int64_t ints[3] = {0, 0, 0}; // heads, window, shift
+    char const* const names[3] = {"heads", "window", "shift"};
+    for (int i = 0; i < 3; ++i)
+    {
+        OrtStatus* status = api.kernelInfoGetAttributeInt64(info, names[i], &ints[i]);
+        if (status != nullptr)
+        {
+            api.releaseStatus(status);
+            return invalid(api, std::string(op) + ": missing int attribute '" + names[i] + "'");
+        }
+    }
+    float scale = 0.f;
+    OrtStatus* status = api.kernelInfoGetAttributeFloat(info, "scale", &scale);
+    if (status != nullptr)
+    {
+        api.releaseStatus(status);
+        return invalid(api, std::string(op) + ": missing float attribute 'scale'");
+    }
+    int64_t const heads = ints[0], window = ints[1], shift = ints[2];
+    if (heads < 1 || window < 1)
+    {
+        return invalid(api,
+            std::string(op) + ": attributes heads and window must be >= 1, got heads = " + std::to_string(heads)
+                + ", window = " + std::to_string(window));
+    }
+    if (shift < 0 || shift >= window)
+    {
+        return invalid(api,
+            std::string(op) + ": attribute shift must be in [0, window) = [0, " + std::to_string(window) + "), got "
+                + std::to_string(shift));
+    }
+    *kernelOut = new Kernel{api, OpKind::kWindowAttention, 0, 0, heads, window, shift, scale};
+    return nullptr;
+}
+
 OrtStatus* createKernel(OrtCustomOp const* op, OrtApi const* ortApi, OrtKernelInfo const* info, void** kernelOut)
 {
     Api api(ortApi);
+    if (self(op).kind == OpKind::kWindowAttention)
+    {
+        return createWindowAttentionKernel(api, info, kernelOut);
+    }
     int64_t groups = 0;
     OrtStatus* status = api.kernelInfoGetAttributeInt64(info, "groups", &groups);
     if (status != nullptr)
@@ -256,7 +362,7 @@ OrtStatus* createKernel(OrtCustomOp const* op, OrtApi const* ortApi, OrtKernelIn
                 "DATRelPosBias: attribute convention must be 0 (DAT) or 1 (DAT++), got " + std::to_string(convention));
         }
     }
-    *kernelOut = new Kernel{api, self(op).kind, groups, convention};
+    *kernelOut = new Kernel{api, self(op).kind, groups, convention, 0, 0, 0, 0.f};
     return nullptr;
 }
 
@@ -265,7 +371,13 @@ OrtStatus* computeKernel(void* kernelPtr, OrtKernelContext* context)
     Kernel const& k = *static_cast<Kernel const*>(kernelPtr);
     try
     {
-        return k.kind == OpKind::kDeformSample ? computeDeformSample(k, context) : computeRelPosBias(k, context);
+        switch (k.kind)
+        {
+        case OpKind::kDeformSample: return computeDeformSample(k, context);
+        case OpKind::kRelPosBias: return computeRelPosBias(k, context);
+        case OpKind::kWindowAttention: return computeWindowAttention(k, context);
+        }
+        return k.api.createStatus(kOrtFail, "libdat_ort_ops: unknown op");
     }
     catch (std::exception const& e)
     {
@@ -309,11 +421,12 @@ DatCustomOp makeOp(OpKind kind, int32_t dataType, int32_t posType)
 
 std::vector<DatCustomOp>& registeredOps()
 {
-    // Every (data, pos) dtype pair: fp16 graphs keep pos in fp32 (coordinates stay fp32).
+    // Every (data, pos) dtype pair: fp16 graphs keep pos in fp32 (coordinates stay fp32); for
+    // DATWindowAttention the pair is (qkv, bias).
     static std::vector<DatCustomOp> ops = [] {
         std::vector<DatCustomOp> list;
         int32_t const types[2] = {kOrtElementFloat, kOrtElementFloat16};
-        for (OpKind kind : {OpKind::kDeformSample, OpKind::kRelPosBias})
+        for (OpKind kind : {OpKind::kDeformSample, OpKind::kRelPosBias, OpKind::kWindowAttention})
         {
             for (int32_t data : types)
             {

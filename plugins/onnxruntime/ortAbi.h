@@ -136,6 +136,10 @@ public:
     {
         return slot<OrtStatus* (*)(OrtValue const*, OrtTensorTypeAndShapeInfo**)>(65)(value, out);
     }
+    OrtStatus* kernelInfoGetAttributeFloat(OrtKernelInfo const* info, char const* name, float* out) const
+    {
+        return slot<OrtStatus* (*)(OrtKernelInfo const*, char const*, float*)>(85)(info, name, out);
+    }
     OrtStatus* kernelInfoGetAttributeInt64(OrtKernelInfo const* info, char const* name, int64_t* out) const
     {
         return slot<OrtStatus* (*)(OrtKernelInfo const*, char const*, int64_t*)>(86)(info, name, out);

@@ -40,11 +40,15 @@ void logMessage(nvinfer1::ILogger::Severity severity, std::string const& message
     }
 }
 
-bool readIntField(nvinfer1::PluginFieldCollection const* fc, char const* name, int32_t* value) noexcept
+namespace
+{
+// The one well-formed field `name` of `type` (length 1, with data), or nullptr; a malformed one is reported.
+void const* findScalarField(nvinfer1::PluginFieldCollection const* fc, char const* name,
+    nvinfer1::PluginFieldType type, char const* typeName) noexcept
 {
     if (fc == nullptr)
     {
-        return false;
+        return nullptr;
     }
     for (int32_t i = 0; i < fc->nbFields; ++i)
     {
@@ -53,16 +57,38 @@ bool readIntField(nvinfer1::PluginFieldCollection const* fc, char const* name, i
         {
             continue;
         }
-        if (field.type != nvinfer1::PluginFieldType::kINT32 || field.length != 1 || field.data == nullptr)
+        if (field.type != type || field.length != 1 || field.data == nullptr)
         {
             logMessage(nvinfer1::ILogger::Severity::kERROR,
-                std::string("field '") + name + "' must be one INT32 value; ignoring it");
-            return false;
+                std::string("field '") + name + "' must be one " + typeName + " value; ignoring it");
+            return nullptr;
         }
-        *value = *static_cast<int32_t const*>(field.data);
-        return true;
+        return field.data;
     }
-    return false;
+    return nullptr;
+}
+} // namespace
+
+bool readIntField(nvinfer1::PluginFieldCollection const* fc, char const* name, int32_t* value) noexcept
+{
+    void const* data = findScalarField(fc, name, nvinfer1::PluginFieldType::kINT32, "INT32");
+    if (data == nullptr)
+    {
+        return false;
+    }
+    *value = *static_cast<int32_t const*>(data);
+    return true;
+}
+
+bool readFloatField(nvinfer1::PluginFieldCollection const* fc, char const* name, float* value) noexcept
+{
+    void const* data = findScalarField(fc, name, nvinfer1::PluginFieldType::kFLOAT32, "FLOAT32");
+    if (data == nullptr)
+    {
+        return false;
+    }
+    *value = *static_cast<float const*>(data);
+    return true;
 }
 
 nvinfer1::IPluginCapability* DatPluginBase::getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept

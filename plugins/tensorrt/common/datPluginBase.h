@@ -1,5 +1,5 @@
-// What the two DAT TensorRT plugins share: the IPluginV3 capability plumbing, version "1" and
-// namespace "dat", dtype mapping, integer plugin fields, and the logger that setLoggerFinder installs.
+// What the DAT TensorRT plugins share: the IPluginV3 capability plumbing, version "1" and
+// namespace "dat", dtype mapping, integer and float plugin fields, and the logger that setLoggerFinder installs.
 #pragma once
 
 #include "../../common/datSamplingTypes.h"
@@ -36,6 +36,9 @@ inline DType toDType(nvinfer1::DataType type)
 // Reads int field `name` from fc into *value; true if present and well-formed. A field of another
 // type or length is reported and treated as absent.
 bool readIntField(nvinfer1::PluginFieldCollection const* fc, char const* name, int32_t* value) noexcept;
+
+// Reads float field `name` (one kFLOAT32 value) from fc into *value, like readIntField.
+bool readFloatField(nvinfer1::PluginFieldCollection const* fc, char const* name, float* value) noexcept;
 
 // IPluginV3 with all three capabilities (core, build, runtime); a subclass adds the op.
 class DatPluginBase : public nvinfer1::IPluginV3,
