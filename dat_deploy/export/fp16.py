@@ -37,7 +37,7 @@ FP16_MAX = float(np.finfo(np.float16).max)
 
 DAT_DOMAIN = "dat"
 # Input slots of the `dat` custom ops that carry sampling coordinates (always fp32).
-DAT_POSITION_INPUTS = {"DATDeformSample": (1,), "DATRelPosBias": (1,)}
+DAT_POSITION_INPUTS = {"DATDeformSample": (1,), "DATRelPosBias": (1,), "DATDeformAttention": (4,)}
 
 # Ops that stay fp32 wherever they appear.
 DEFAULT_FP32_OP_TYPES = ("LayerNormalization", "Softmax", "GridSample")
