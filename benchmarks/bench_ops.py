@@ -5,6 +5,9 @@ For the sampling ops the standard graph is what the standard export flavour comp
 shapes: the deformable stages of DAT-T and DAT-T++ at 224. For DATWindowAttention it is
 `window_attention_reference` exported by torch.onnx (roll, partition, MatMul, Softmax, MatMul, reverse
 partition, roll back); shapes: DAT-T's L and S blocks at 224 (window 7, head dim 32, S shift 4).
+For DATDeformAttention it is the graph the plugin flavour exported before that op existed:
+`deformable_attention_reference` with its bias as a DATRelPosBias node (our op too) and the rest in plain
+ops (Transposes, MatMul, Mul, Add, Softmax, MatMul); shapes: the deformable stages above (head dim 32).
 One run, one machine; ratios are standard / plugin.
 
     python benchmarks/bench_ops.py [--batches 1 8] [--repeat 20] [--threads N] [--ops DATWindowAttention]
@@ -24,7 +27,7 @@ import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from dat_deploy.model import sampling
+from dat_deploy.model import deformable, sampling
 from dat_deploy.model.attention import _shift_window_mask
 from dat_deploy.model.windows import window_attention_reference
 from dat_deploy.native import ort_library_path
@@ -175,6 +178,65 @@ def window_models(s: WindowStage, feeds: dict[str, np.ndarray]) -> tuple[bytes, 
     return plugin, buffer.getvalue()
 
 
+class _DeformAttentionUnfused(torch.nn.Module):
+    """deformable_attention_reference's math with the bias through sampling.rel_pos_bias, so that under
+    sampling.use_impl(plugin ops) it exports as DATRelPosBias + plain attention ops."""
+
+    def __init__(self, s: Stage):
+        super().__init__()
+        self.s = s
+
+    def forward(self, q, k, v, table, pos):
+        s = self.s
+        heads, scale = s.heads, (s.channels // s.heads) ** -0.5
+        batch, height, width, channels = q.shape
+        num_keys, head_dim = k.shape[1], channels // heads
+        qh = q.reshape(batch, height * width, heads, head_dim).transpose(1, 2)
+        kh = k.reshape(batch, num_keys, heads, head_dim).permute(0, 2, 3, 1)
+        vh = v.reshape(batch, num_keys, heads, head_dim).transpose(1, 2)
+        logits = (qh @ kh) * scale
+        bias = sampling.rel_pos_bias(table, pos, q.new_empty(1).expand(batch, channels, height, width), s.groups,
+                                     s.convention)
+        logits = logits + bias.reshape(batch, heads, height * width, num_keys)
+        return (logits.softmax(dim=-1) @ vh).transpose(1, 2).reshape(batch, height, width, channels)
+
+
+def deform_attention_feeds(s: Stage, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    keys = s.keys * s.keys
+    return {
+        "q": rng.standard_normal((batch, s.size, s.size, s.channels), dtype=np.float32),
+        "k": rng.standard_normal((batch, keys, s.channels), dtype=np.float32),
+        "v": rng.standard_normal((batch, keys, s.channels), dtype=np.float32),
+        "table": rng.standard_normal((s.heads, s.table, s.table), dtype=np.float32),
+        "pos": rng.uniform(-1, 1, (batch * s.groups, s.keys, s.keys, 2)).astype(np.float32),
+    }
+
+
+def deform_attention_models(s: Stage, feeds: dict[str, np.ndarray]) -> tuple[bytes, bytes]:
+    import warnings
+
+    from dat_deploy.export import plugin_ops
+
+    scale = (s.channels // s.heads) ** -0.5
+    names = ["q", "k", "v", "table", "pos"]
+    plugin = _model([helper.make_node("DATDeformAttention", names, ["y"], domain="dat", heads=s.heads, groups=s.groups,
+                                      convention={"dat": 0, "dat_pp": 1}[s.convention], scale=scale)],
+                    [(k, list(v.shape)) for k, v in feeds.items()], custom=True)
+    # sanity: the module is the reference
+    args = tuple(torch.from_numpy(feeds[n]) for n in names)
+    want = deformable.deformable_attention_reference(*args, s.heads, s.groups, s.convention, scale)
+    assert torch.allclose(_DeformAttentionUnfused(s)(*args), want, atol=1e-5)
+    with warnings.catch_warnings(), sampling.use_impl(plugin_ops.deform_sample, plugin_ops.rel_pos_bias):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(_DeformAttentionUnfused(s), args, input_names=names, output_names=["y"],
+                                    opset_version=OPSET, dynamo=True, verbose=False,
+                                    custom_translation_table=plugin_ops.custom_translation_table())
+    program.model_proto.ir_version = 10
+    ops = [node.op_type for node in program.model_proto.graph.node]
+    assert "DATRelPosBias" in ops and "Softmax" in ops, ops
+    return plugin, program.model_proto.SerializeToString()
+
+
 def session(model: bytes, library: str | None, threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     if threads:
@@ -200,7 +262,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = its default)")
-    parser.add_argument("--ops", nargs="+", default=["DATDeformSample", "DATRelPosBias", "DATWindowAttention"])
+    parser.add_argument("--ops", nargs="+",
+                        default=["DATDeformSample", "DATRelPosBias", "DATWindowAttention", "DATDeformAttention"])
     parser.add_argument("--stages", nargs="+", default=None, help="stage names to run, e.g. 'DAT-T s3'")
     args = parser.parse_args()
     library = str(ort_library_path(build=True))
@@ -222,6 +285,12 @@ def main() -> None:
                     plugin, standard = window_models(stage, feeds)
                     _time_pair(table, op, stage, batch, feeds, plugin, standard, library, args)
                     continue
+                if op == "DATDeformAttention":
+                    feeds = deform_attention_feeds(stage, batch, rng)
+                    plugin, standard = deform_attention_models(stage, feeds)
+                    # the baseline's DATRelPosBias node needs the library too
+                    _time_pair(table, op, stage, batch, feeds, plugin, standard, library, args, standard_library=True)
+                    continue
                 feeds = {
                     "x": rng.standard_normal((batch, stage.channels, stage.size, stage.size), dtype=np.float32),
                     "pos": rng.uniform(-1, 1, (batch * stage.groups, stage.keys, stage.keys, 2)).astype(np.float32),
@@ -232,10 +301,10 @@ def main() -> None:
     Console().print(table)
 
 
-def _time_pair(table, op, stage, batch, feeds, plugin, standard, library, args) -> None:
+def _time_pair(table, op, stage, batch, feeds, plugin, standard, library, args, standard_library=False) -> None:
     runs = {}
     outputs = {}
-    for name, model, lib in (("standard", standard, None), ("plugin", plugin, library)):
+    for name, model, lib in (("standard", standard, library if standard_library else None), ("plugin", plugin, library)):
         sess = session(model, lib, args.threads)
         names = {i.name for i in sess.get_inputs()}
         inputs = {k: v for k, v in feeds.items() if k in names}

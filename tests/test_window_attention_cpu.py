@@ -31,7 +31,7 @@ def library() -> str:
 
 
 def run_node(library: str, qkv: np.ndarray, bias: np.ndarray, heads: int, window: int, shift: int,
-             scale: float) -> np.ndarray:
+             scale: float, threads: int = 0) -> np.ndarray:
     node = helper.make_node("DATWindowAttention", ["qkv", "bias"], ["y"], domain="dat", heads=heads, window=window,
                             shift=shift, scale=float(scale))
     graph = helper.make_graph(
@@ -43,6 +43,7 @@ def run_node(library: str, qkv: np.ndarray, bias: np.ndarray, heads: int, window
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("dat", 1)])
     model.ir_version = 10
     options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
     options.register_custom_ops_library(library)
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return session.run(None, {"qkv": qkv, "bias": bias})[0]
@@ -198,3 +199,17 @@ def test_missing_scale_is_reported(library):
     with pytest.raises(Exception, match="DATWindowAttention: missing float attribute 'scale'"):
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         session.run(None, {"qkv": np.zeros((1, 7, 7, 96), np.float32), "bias": np.zeros((1, 1, 49, 49), np.float32)})
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_runs_on_the_sessions_thread_pool_with_identical_results(library, threads):
+    """The kernels hand their chunks to onnxruntime's intra-op pool (KernelContext_ParallelFor): any
+    session thread count, including one and more threads than cores, gives the same bits."""
+    g = torch.Generator().manual_seed(5)
+    qkv = torch.randn(2, 14, 14, 3 * 48, generator=g)
+    bias = torch.randn(4, 3, 49, 49, generator=g) + shift_mask(14, 14, 7, 4)[:, None]
+    want = window_attention_reference(qkv, bias, 3, 7, 4, 16 ** -0.5).numpy()
+    single = run_node(library, qkv.numpy(), bias.numpy(), 3, 7, 4, 16 ** -0.5, threads=1)
+    got = run_node(library, qkv.numpy(), bias.numpy(), 3, 7, 4, 16 ** -0.5, threads=threads)
+    np.testing.assert_array_equal(got, single)
+    assert np.abs(got - want).max() <= FP32_TOL

@@ -115,9 +115,10 @@ def deformable_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tabl
 
 @contextlib.contextmanager
 def plugin_flavour() -> Iterator[None]:
-    """Route every deformable block's two sampling calls, and the channels-last forward's window
-    attention, through the `dat` custom ops."""
-    with sampling.use_impl(deform_sample, rel_pos_bias), fused_ops.use_fused(window_attention=window_attention):
+    """Route every deformable block's two sampling calls, and in the channels-last forward the window
+    attention and the deformable attention core, through the `dat` custom ops."""
+    with sampling.use_impl(deform_sample, rel_pos_bias), fused_ops.use_fused(
+            window_attention=window_attention, deformable_attention=deformable_attention):
         yield
 
 

@@ -1,6 +1,6 @@
 // DATDeformAttention (contract: plugins/README.md): shapes shared by the CPU, CUDA and TensorRT
 // implementations. The per-element math (query grid, bias taps) is datSamplingMath.h's, the same that
-// DATRelPosBias uses, so the fused bias equals the unfused one bit for bit.
+// DATRelPosBias uses; a kernel may sum the four taps in another order (within an ulp of DATRelPosBias).
 #pragma once
 
 #include "datSamplingMath.h"

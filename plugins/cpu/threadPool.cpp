@@ -128,7 +128,24 @@ ThreadPool& pool()
     return instance;
 }
 
+thread_local ChunkRunner tRunner = nullptr;
+thread_local void* tRunnerContext = nullptr;
+
 } // namespace
+
+ScopedChunkRunner::ScopedChunkRunner(ChunkRunner runner, void* context)
+    : mSavedRunner(tRunner)
+    , mSavedContext(tRunnerContext)
+{
+    tRunner = runner;
+    tRunnerContext = context;
+}
+
+ScopedChunkRunner::~ScopedChunkRunner()
+{
+    tRunner = mSavedRunner;
+    tRunnerContext = mSavedContext;
+}
 
 int32_t numThreads()
 {
@@ -142,7 +159,9 @@ void parallelFor(int64_t n, int64_t grain, std::function<void(int64_t, int64_t)>
         return;
     }
     grain = std::max<int64_t>(grain, 1);
-    int32_t const threads = numThreads();
+    // With a runner the pool size is the runner's business: split as for our own pool, and a
+    // one-thread session simply runs the chunks in turn.
+    int32_t const threads = tRunner != nullptr ? std::max<int32_t>(configuredThreads(), 2) : numThreads();
     if (threads == 1 || n <= grain)
     {
         body(0, n);
@@ -155,6 +174,11 @@ void parallelFor(int64_t n, int64_t grain, std::function<void(int64_t, int64_t)>
         int64_t const begin = chunk * chunkSize;
         body(begin, std::min(n, begin + chunkSize));
     };
+    if (tRunner != nullptr)
+    {
+        tRunner(tRunnerContext, chunks, chunkBody);
+        return;
+    }
     pool().run(chunks, chunkBody);
 }
 

@@ -4,9 +4,13 @@
 #include "ortAbi.h"
 
 #include "../cpu/datSamplingCpu.h"
+#include "../cpu/threadPool.h"
+#include "../cpu/deformAttentionCpu.h"
 #include "../cpu/windowAttentionCpu.h"
 
 #include <cstdio>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +26,7 @@ enum class OpKind
     kDeformSample,
     kRelPosBias,
     kWindowAttention,
+    kDeformAttention,
 };
 
 // One registered (op, dtype combination). ORT picks the kernel whose input types match the graph.
@@ -30,6 +35,7 @@ struct DatCustomOp : OrtCustomOp
     OpKind kind;
     int32_t dataType; // x (DeformSample) / table and x (RelPosBias) / qkv (WindowAttention); also the output type
     int32_t posType;  // pos, or bias (WindowAttention)
+    int32_t tableType; // DeformAttention's table (its data type is q's, k's, v's and the output's)
 };
 
 struct Kernel
@@ -38,7 +44,7 @@ struct Kernel
     OpKind kind;
     int64_t groups;
     int64_t convention;
-    // DATWindowAttention
+    // DATWindowAttention, DATDeformAttention (heads, scale; also groups and convention)
     int64_t heads;
     int64_t window;
     int64_t shift;
@@ -227,6 +233,71 @@ OrtStatus* computeWindowAttention(Kernel const& k, OrtKernelContext* context)
     return nullptr;
 }
 
+OrtStatus* computeDeformAttention(Kernel const& k, OrtKernelContext* context)
+{
+    TensorView q, key, value, table, pos;
+    DAT_RETURN_IF_STATUS(readInput(k.api, context, 0, q));
+    DAT_RETURN_IF_STATUS(readInput(k.api, context, 1, key));
+    DAT_RETURN_IF_STATUS(readInput(k.api, context, 2, value));
+    DAT_RETURN_IF_STATUS(readInput(k.api, context, 3, table));
+    DAT_RETURN_IF_STATUS(readInput(k.api, context, 4, pos));
+    std::string const op = "DATDeformAttention";
+    std::string const attrs = "heads = " + std::to_string(k.heads) + ", groups = " + std::to_string(k.groups);
+    if (q.dims.size() != 4)
+    {
+        return invalid(k.api, op + ": q must be (B, H, W, C) (rank 4); got " + shapeText(q.dims));
+    }
+    int64_t const batch = q.dims[0];
+    int64_t const channels = q.dims[3];
+    if (channels % k.heads != 0)
+    {
+        return invalid(k.api,
+            op + ": C = " + std::to_string(channels) + " (q " + shapeText(q.dims) + ") not divisible by heads = "
+                + std::to_string(k.heads));
+    }
+    if (pos.dims.size() != 4 || pos.dims[0] != batch * k.groups || pos.dims[3] != 2)
+    {
+        return invalid(k.api,
+            op + ": pos must be (B*groups, Hk, Wk, 2) = (" + std::to_string(batch * k.groups) + ", Hk, Wk, 2) for q "
+                + shapeText(q.dims) + ", groups = " + std::to_string(k.groups) + "; got " + shapeText(pos.dims));
+    }
+    int64_t const keys = pos.dims[1] * pos.dims[2];
+    std::string const kvShape
+        = "(" + std::to_string(batch) + ", " + std::to_string(keys) + ", " + std::to_string(channels) + ")";
+    for (auto const* tensor : {&key, &value})
+    {
+        if (tensor->dims.size() != 3 || tensor->dims[0] != batch || tensor->dims[1] != keys || tensor->dims[2] != channels)
+        {
+            return invalid(k.api,
+                op + ": " + (tensor == &key ? "k" : "v") + " must be (B, Nk, C) = " + kvShape + " for q "
+                    + shapeText(q.dims) + " and pos " + shapeText(pos.dims) + " (Nk = Hk*Wk); got "
+                    + shapeText(tensor->dims));
+        }
+    }
+    if (table.dims.size() != 3 || table.dims[0] != k.heads)
+    {
+        return invalid(k.api,
+            op + ": table must be (heads, Th, Tw) = (" + std::to_string(k.heads) + ", Th, Tw) for " + attrs + "; got "
+                + shapeText(table.dims));
+    }
+    int64_t const outDims[4] = {q.dims[0], q.dims[1], q.dims[2], channels};
+    OrtValue* out = nullptr;
+    DAT_RETURN_IF_STATUS(k.api.kernelContextGetOutput(context, 0, outDims, 4, &out));
+    void* data[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
+    TensorView const* inputs[5] = {&q, &key, &value, &table, &pos};
+    for (int i = 0; i < 5; ++i)
+    {
+        DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(const_cast<OrtValue*>(inputs[i]->value), &data[i]));
+    }
+    void* outData = nullptr;
+    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(out, &outData));
+    DeformAttentionDims dims{batch, q.dims[1], q.dims[2], channels, pos.dims[1], pos.dims[2], k.heads, k.groups,
+        table.dims[1], table.dims[2], static_cast<int32_t>(k.convention), k.scale};
+    cpu::deformAttention(dims, data[0], data[1], data[2], toDType(q.elementType), data[3], toDType(table.elementType),
+        data[4], toDType(pos.elementType), outData);
+    return nullptr;
+}
+
 // ---- OrtCustomOp callbacks ------------------------------------------------------------------------------------------
 
 DatCustomOp const& self(OrtCustomOp const* op)
@@ -241,6 +312,7 @@ char const* opName(OrtCustomOp const* op)
     case OpKind::kDeformSample: return "DATDeformSample";
     case OpKind::kRelPosBias: return "DATRelPosBias";
     case OpKind::kWindowAttention: return "DATWindowAttention";
+    case OpKind::kDeformAttention: return "DATDeformAttention";
     }
     return "";
 }
@@ -252,12 +324,22 @@ char const* executionProvider(OrtCustomOp const*)
 
 size_t inputCount(OrtCustomOp const* op)
 {
-    return self(op).kind == OpKind::kRelPosBias ? 3 : 2;
+    switch (self(op).kind)
+    {
+    case OpKind::kRelPosBias: return 3;
+    case OpKind::kDeformAttention: return 5;
+    default: return 2;
+    }
 }
 
 int32_t inputType(OrtCustomOp const* op, size_t index)
 {
-    // DeformSample: (x, pos); RelPosBias: (table, pos, x); WindowAttention: (qkv, bias).
+    // DeformSample: (x, pos); RelPosBias: (table, pos, x); WindowAttention: (qkv, bias);
+    // DeformAttention: (q, k, v, table, pos).
+    if (self(op).kind == OpKind::kDeformAttention)
+    {
+        return index == 4 ? self(op).posType : index == 3 ? self(op).tableType : self(op).dataType;
+    }
     return index == 1 ? self(op).posType : self(op).dataType;
 }
 
@@ -329,12 +411,59 @@ OrtStatus* createWindowAttentionKernel(Api const& api, OrtKernelInfo const* info
     return nullptr;
 }
 
+OrtStatus* createDeformAttentionKernel(Api const& api, OrtKernelInfo const* info, void** kernelOut)
+{
+    char const* const op = "DATDeformAttention";
+    int64_t ints[3] = {0, 0, 0}; // heads, groups, convention
+    char const* const names[3] = {"heads", "groups", "convention"};
+    for (int i = 0; i < 3; ++i)
+    {
+        OrtStatus* status = api.kernelInfoGetAttributeInt64(info, names[i], &ints[i]);
+        if (status != nullptr)
+        {
+            api.releaseStatus(status);
+            return invalid(api, std::string(op) + ": missing int attribute '" + names[i] + "'");
+        }
+    }
+    float scale = 0.f;
+    OrtStatus* status = api.kernelInfoGetAttributeFloat(info, "scale", &scale);
+    if (status != nullptr)
+    {
+        api.releaseStatus(status);
+        return invalid(api, std::string(op) + ": missing float attribute 'scale'");
+    }
+    int64_t const heads = ints[0], groups = ints[1], convention = ints[2];
+    if (heads < 1 || groups < 1)
+    {
+        return invalid(api,
+            std::string(op) + ": attributes heads and groups must be >= 1, got heads = " + std::to_string(heads)
+                + ", groups = " + std::to_string(groups));
+    }
+    if (heads % groups != 0)
+    {
+        return invalid(api,
+            std::string(op) + ": attribute groups = " + std::to_string(groups) + " must divide heads = "
+                + std::to_string(heads));
+    }
+    if (convention != 0 && convention != 1)
+    {
+        return invalid(api,
+            std::string(op) + ": attribute convention must be 0 (DAT) or 1 (DAT++), got " + std::to_string(convention));
+    }
+    *kernelOut = new Kernel{api, OpKind::kDeformAttention, groups, convention, heads, 0, 0, scale};
+    return nullptr;
+}
+
 OrtStatus* createKernel(OrtCustomOp const* op, OrtApi const* ortApi, OrtKernelInfo const* info, void** kernelOut)
 {
     Api api(ortApi);
     if (self(op).kind == OpKind::kWindowAttention)
     {
         return createWindowAttentionKernel(api, info, kernelOut);
+    }
+    if (self(op).kind == OpKind::kDeformAttention)
+    {
+        return createDeformAttentionKernel(api, info, kernelOut);
     }
     int64_t groups = 0;
     OrtStatus* status = api.kernelInfoGetAttributeInt64(info, "groups", &groups);
@@ -366,9 +495,46 @@ OrtStatus* createKernel(OrtCustomOp const* op, OrtApi const* ortApi, OrtKernelIn
     return nullptr;
 }
 
+// Set once by RegisterCustomOps: whether this onnxruntime has KernelContext_ParallelFor.
+bool gOrtHasParallelFor = false;
+
+// The session's intra-op pool as seen from one kernel call.
+struct OrtPool
+{
+    Api const* api;
+    OrtKernelContext const* context;
+};
+
+void runOrtChunk(void* chunkBody, size_t chunk)
+{
+    (*static_cast<std::function<void(int64_t)> const*>(chunkBody))(static_cast<int64_t>(chunk));
+}
+
+// cpu::ChunkRunner on the session's intra-op pool.
+void runChunksOnOrtPool(void* poolPtr, int64_t chunks, std::function<void(int64_t)> const& chunkBody)
+{
+    auto const& pool = *static_cast<OrtPool const*>(poolPtr);
+    void* body = const_cast<void*>(static_cast<void const*>(&chunkBody));
+    OrtStatus* status = pool.api->kernelContextParallelFor(pool.context, runOrtChunk, static_cast<size_t>(chunks), 0, body);
+    if (status != nullptr)
+    {
+        pool.api->releaseStatus(status);
+        for (int64_t chunk = 0; chunk < chunks; ++chunk) // the pool refused: the same work on this thread
+        {
+            chunkBody(chunk);
+        }
+    }
+}
+
 OrtStatus* computeKernel(void* kernelPtr, OrtKernelContext* context)
 {
     Kernel const& k = *static_cast<Kernel const*>(kernelPtr);
+    OrtPool ortPool{&k.api, context};
+    std::optional<cpu::ScopedChunkRunner> onOrtPool;
+    if (gOrtHasParallelFor)
+    {
+        onOrtPool.emplace(runChunksOnOrtPool, &ortPool);
+    }
     try
     {
         switch (k.kind)
@@ -376,6 +542,7 @@ OrtStatus* computeKernel(void* kernelPtr, OrtKernelContext* context)
         case OpKind::kDeformSample: return computeDeformSample(k, context);
         case OpKind::kRelPosBias: return computeRelPosBias(k, context);
         case OpKind::kWindowAttention: return computeWindowAttention(k, context);
+        case OpKind::kDeformAttention: return computeDeformAttention(k, context);
         }
         return k.api.createStatus(kOrtFail, "libdat_ort_ops: unknown op");
     }
@@ -390,7 +557,7 @@ void destroyKernel(void* kernelPtr)
     delete static_cast<Kernel*>(kernelPtr);
 }
 
-DatCustomOp makeOp(OpKind kind, int32_t dataType, int32_t posType)
+DatCustomOp makeOp(OpKind kind, int32_t dataType, int32_t posType, int32_t tableType)
 {
     DatCustomOp op{};
     op.version = kDatOrtApiVersion;
@@ -416,6 +583,7 @@ DatCustomOp makeOp(OpKind kind, int32_t dataType, int32_t posType)
     op.kind = kind;
     op.dataType = dataType;
     op.posType = posType;
+    op.tableType = tableType;
     return op;
 }
 
@@ -432,7 +600,18 @@ std::vector<DatCustomOp>& registeredOps()
             {
                 for (int32_t pos : types)
                 {
-                    list.push_back(makeOp(kind, data, pos));
+                    list.push_back(makeOp(kind, data, pos, data));
+                }
+            }
+        }
+        // DATDeformAttention: every (data, table, pos) triple.
+        for (int32_t data : types)
+        {
+            for (int32_t table : types)
+            {
+                for (int32_t pos : types)
+                {
+                    list.push_back(makeOp(OpKind::kDeformAttention, data, pos, table));
                 }
             }
         }
@@ -456,7 +635,7 @@ extern "C" __attribute__((visibility("default"))) OrtStatus* RegisterCustomOps(
         return nullptr; // no API to create a status with; the session then reports the unknown op
     }
     dat::ort::Api api(ortApi);
-    // The domain must outlive every session that uses it, so it is created once and never released.
+    dat::ort::gOrtHasParallelFor = apiBase->GetApi(kDatOrtParallelForApiVersion) != nullptr;
     // One domain per SessionOptions; the domain must outlive every session that uses it, so it is never released.
     OrtCustomOpDomain* domain = nullptr;
     DAT_RETURN_IF_STATUS(api.createCustomOpDomain("dat", &domain));

@@ -25,6 +25,8 @@ struct OrtTensorTypeAndShapeInfo;
 struct OrtShapeInferContext;
 
 constexpr uint32_t kDatOrtApiVersion = 16;
+// KernelContext_ParallelFor (slot 274) came with API version 17 (onnxruntime 1.17).
+constexpr uint32_t kDatOrtParallelForApiVersion = 17;
 
 // enum OrtErrorCode
 enum DatOrtErrorCode : int32_t
@@ -161,6 +163,13 @@ public:
     void releaseTensorTypeAndShapeInfo(OrtTensorTypeAndShapeInfo* info) const
     {
         slot<void (*)(OrtTensorTypeAndShapeInfo*)>(99)(info);
+    }
+    // API version >= 17 only: runs fn(userData, i) for i < total on the session's intra-op pool.
+    OrtStatus* kernelContextParallelFor(OrtKernelContext const* context, void (*fn)(void*, size_t), size_t total,
+        size_t numBatch, void* userData) const
+    {
+        return slot<OrtStatus* (*)(OrtKernelContext const*, void (*)(void*, size_t), size_t, size_t, void*)>(274)(
+            context, fn, total, numBatch, userData);
     }
 
 private:
