@@ -1,6 +1,7 @@
 #include "datSamplingKernels.h"
 
 #include "../common/datSamplingMath.h"
+#include "kernelCommon.cuh"
 
 #include <cuda_fp16.h>
 
@@ -12,20 +13,13 @@ namespace cuda
 // anonymous one (shared/reference/tensorrt.md §1.4).
 namespace kernels
 {
+using namespace kernelUtil;
 
 constexpr int kThreads = 128;
 // Channels handled by one thread of DATDeformSample; more channels go to more blocks (gridDim.y).
 constexpr int kChannelsPerThread = 32;
 constexpr uint32_t kMaxGridYZ = 65535;
 
-__device__ __forceinline__ float toFloat(float v)
-{
-    return v;
-}
-__device__ __forceinline__ float toFloat(__half v)
-{
-    return __half2float(v);
-}
 template <typename T>
 __device__ __forceinline__ T fromFloat(float v);
 template <>
@@ -37,13 +31,6 @@ template <>
 __device__ __forceinline__ __half fromFloat<__half>(float v)
 {
     return __float2half_rn(v);
-}
-
-template <typename T>
-__device__ __forceinline__ float gather(T const* __restrict__ plane, BilinearTap const& t)
-{
-    return t.weight[0] * toFloat(plane[t.offset[0]]) + t.weight[1] * toFloat(plane[t.offset[1]])
-        + t.weight[2] * toFloat(plane[t.offset[2]]) + t.weight[3] * toFloat(plane[t.offset[3]]);
 }
 
 // Stores two adjacent outputs; fp16 pairs go out as one half2 when the address is 4-byte aligned.

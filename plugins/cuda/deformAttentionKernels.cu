@@ -1,5 +1,7 @@
 #include "deformAttentionKernels.h"
 
+#include "attentionCommon.cuh"
+
 #include <cuda_fp16.h>
 
 #include <math.h>
@@ -13,96 +15,13 @@ namespace cuda
 // generator rejects __global__ templates in an anonymous one.
 namespace deformKernels
 {
+using namespace kernelUtil;
 
 // One block per (image, head, tile of queries). The block stages the head's keys and values (and the
 // group's key positions) in shared memory once; its warps then take the tile's queries in turn, kRowsPerWarp
 // each, so the staging is amortised over warps * kRowsPerWarp query rows.
 constexpr int kMaxWarps = 8;
 constexpr int kRowsPerWarp = 4;
-constexpr int kWarp = 32;
-constexpr unsigned kFullMask = 0xffffffffu;
-constexpr int64_t kDefaultSharedBytes = 48 * 1024; // above this a kernel must opt in
-constexpr int64_t kMaxBlocks = 0x7fffffff;          // gridDim.x
-
-__device__ __forceinline__ float toFloat(float v)
-{
-    return v;
-}
-__device__ __forceinline__ float toFloat(__half v)
-{
-    return __half2float(v);
-}
-
-// V consecutive elements to / from fp32; V = 2 is one 8-byte float2 or 4-byte half2 access (the caller
-// guarantees the alignment).
-__device__ __forceinline__ void loadVec(float const* p, float (&f)[1])
-{
-    f[0] = *p;
-}
-__device__ __forceinline__ void loadVec(float const* p, float (&f)[2])
-{
-    float2 const v = *reinterpret_cast<float2 const*>(p);
-    f[0] = v.x;
-    f[1] = v.y;
-}
-__device__ __forceinline__ void loadVec(__half const* p, float (&f)[1])
-{
-    f[0] = __half2float(*p);
-}
-__device__ __forceinline__ void loadVec(__half const* p, float (&f)[2])
-{
-    float2 const v = __half22float2(*reinterpret_cast<__half2 const*>(p));
-    f[0] = v.x;
-    f[1] = v.y;
-}
-__device__ __forceinline__ void storeVec(float* p, float const (&f)[1])
-{
-    *p = f[0];
-}
-__device__ __forceinline__ void storeVec(float* p, float const (&f)[2])
-{
-    *reinterpret_cast<float2*>(p) = make_float2(f[0], f[1]);
-}
-__device__ __forceinline__ void storeVec(__half* p, float const (&f)[1])
-{
-    *p = __float2half_rn(f[0]);
-}
-__device__ __forceinline__ void storeVec(__half* p, float const (&f)[2])
-{
-    *reinterpret_cast<__half2*>(p) = __floats2half2_rn(f[0], f[1]);
-}
-
-__device__ __forceinline__ float warpMax(float v)
-{
-    for (int offset = kWarp / 2; offset > 0; offset >>= 1)
-    {
-        v = fmaxf(v, __shfl_xor_sync(kFullMask, v, offset));
-    }
-    return v;
-}
-__device__ __forceinline__ float warpSum(float v)
-{
-    for (int offset = kWarp / 2; offset > 0; offset >>= 1)
-    {
-        v += __shfl_xor_sync(kFullMask, v, offset);
-    }
-    return v;
-}
-
-// The table plane sampled at one tap (corners outside the table have weight 0 and offset 0).
-template <typename B>
-__device__ __forceinline__ float gather(B const* __restrict__ plane, BilinearTap const& t)
-{
-    return t.weight[0] * toFloat(plane[t.offset[0]]) + t.weight[1] * toFloat(plane[t.offset[1]])
-        + t.weight[2] * toFloat(plane[t.offset[2]]) + t.weight[3] * toFloat(plane[t.offset[3]]);
-}
-
-// Row stride (floats) of k and v in shared memory: odd, so that lanes reading different keys at the same
-// channel hit different banks.
-__host__ __device__ __forceinline__ int64_t paddedStride(int64_t headDim)
-{
-    return headDim | 1;
-}
 
 __host__ __device__ __forceinline__ int64_t sharedBytes(int64_t keys, int64_t headDim, int64_t warps)
 {
@@ -145,26 +64,13 @@ __global__ void __launch_bounds__(kMaxWarps* kWarp) deformAttentionKernel(T cons
     float* sq = spos + 2 * keys;
     float* rows = sq + warps * headDim;
 
-    // Stage the head's k and v (consecutive threads read consecutive channels of one key) and the group's
-    // key positions.
+    // Stage the head's k and v and the group's key positions.
     int64_t const channels = d.channels;
     int64_t const kvHead = b * keys * channels + h * headDim;
-    int const perPart = keys * items;
-    for (int i = threadIdx.x; i < 2 * perPart; i += blockDim.x)
-    {
-        int const part = i / perPart; // 0 = k, 1 = v
-        int const rest = i - part * perPart;
-        int const n = rest / items;
-        int const c = (rest - n * items) * V;
-        float f[V];
-        loadVec((part == 0 ? k : v) + kvHead + n * channels + c, f);
-        float* dst = (part == 0 ? sk : sv) + n * stride + c;
-#pragma unroll
-        for (int e = 0; e < V; ++e)
-        {
-            dst[e] = f[e];
-        }
-    }
+    stageRows<V>(
+        2, keys, items, // part 0 = k, 1 = v
+        [&](int part, int n, int c) { return (part == 0 ? k : v) + kvHead + n * channels + c; },
+        [&](int part, int n, int c, float const(&f)[V]) { putVec((part == 0 ? sk : sv) + n * stride + c, f); });
     P const* groupPos = pos + (b * d.groups + group) * keys * 2;
     for (int i = threadIdx.x; i < 2 * keys; i += blockDim.x)
     {
@@ -182,16 +88,7 @@ __global__ void __launch_bounds__(kMaxWarps* kWarp) deformAttentionKernel(T cons
     int32_t const height = static_cast<int32_t>(d.height);
     int32_t const width = static_cast<int32_t>(d.width);
 
-    // P v: lane = split * span + item. `span` lanes cover up to 32 channel items; when a head has fewer
-    // items the remaining lanes split the keys and the partial sums meet through shuffles.
-    int span = 1;
-    while (span < items && span < kWarp)
-    {
-        span <<= 1;
-    }
-    int const splits = kWarp / span;
-    int const item = lane % span;
-    int const split = lane / span;
+    ValueLanes const lanes = valueLanes(items, lane);
 
     int64_t const queries = d.height * d.width;
     int64_t const first = static_cast<int64_t>(tile) * warps * kRowsPerWarp;
@@ -203,11 +100,7 @@ __global__ void __launch_bounds__(kMaxWarps* kWarp) deformAttentionKernel(T cons
         {
             float f[V];
             loadVec(q + pixel + it * V, f);
-#pragma unroll
-            for (int e = 0; e < V; ++e)
-            {
-                qs[it * V + e] = f[e] * d.scale;
-            }
+            putVec(qs + it * V, f, d.scale);
         }
         __syncwarp();
 
@@ -217,72 +110,18 @@ __global__ void __launch_bounds__(kMaxWarps* kWarp) deformAttentionKernel(T cons
         int32_t const qj = static_cast<int32_t>(p - static_cast<int64_t>(qi) * width);
         float const qy = queryCoord(qi, height, d.convention);
         float const qx = queryCoord(qj, width, d.convention);
-        float rowMax = -INFINITY;
+        float laneMax = -INFINITY;
         for (int n = lane; n < keys; n += kWarp)
         {
-            float const* kn = sk + n * stride;
-            float acc = 0.f;
-            for (int c = 0; c < headDim; ++c)
-            {
-                acc = fmaf(qs[c], kn[c], acc);
-            }
-            acc += gather(plane, relPosTap(qy, qx, spos[2 * n], spos[2 * n + 1], tableH, tableW));
-            row[n] = acc;
-            rowMax = fmaxf(rowMax, acc);
+            float const logit = dot(qs, sk + n * stride, headDim)
+                + gather(plane, relPosTap(qy, qx, spos[2 * n], spos[2 * n + 1], tableH, tableW));
+            row[n] = logit;
+            laneMax = fmaxf(laneMax, logit);
         }
-        rowMax = warpMax(rowMax);
-        float rowSum = 0.f;
-        for (int n = lane; n < keys; n += kWarp)
-        {
-            float const e = expf(row[n] - rowMax);
-            row[n] = e;
-            rowSum += e;
-        }
-        float const inv = 1.f / warpSum(rowSum);
+        float const inv = softmaxInPlace(row, keys, lane, laneMax);
         __syncwarp();
 
-        T* dst = out + pixel;
-        for (int base = 0; base < items; base += span) // uniform trip count: every lane reaches the shuffles
-        {
-            int const it = base + item;
-            bool const active = it < items;
-            float acc[V];
-#pragma unroll
-            for (int e = 0; e < V; ++e)
-            {
-                acc[e] = 0.f;
-            }
-            if (active)
-            {
-                for (int n = split; n < keys; n += splits)
-                {
-                    float const pn = row[n];
-                    float const* vn = sv + n * stride + it * V;
-#pragma unroll
-                    for (int e = 0; e < V; ++e)
-                    {
-                        acc[e] = fmaf(pn, vn[e], acc[e]);
-                    }
-                }
-            }
-            for (int offset = span; offset < kWarp; offset <<= 1)
-            {
-#pragma unroll
-                for (int e = 0; e < V; ++e)
-                {
-                    acc[e] += __shfl_xor_sync(kFullMask, acc[e], offset);
-                }
-            }
-            if (active && split == 0)
-            {
-#pragma unroll
-                for (int e = 0; e < V; ++e)
-                {
-                    acc[e] *= inv;
-                }
-                storeVec(dst + it * V, acc);
-            }
-        }
+        storeWeightedValues<V>(row, sv, stride, keys, items, lanes, inv, out + pixel);
         __syncwarp(); // the q and logits rows are rewritten by the warp's next query
     }
 }
@@ -301,28 +140,10 @@ cudaError_t launch(DeformAttentionDims const& d, void const* q, void const* k, v
     }
     int64_t const bytes = sharedBytes(d.keys(), d.headDim(), warps);
     auto kernel = deformAttentionKernel<T, B, P, V>;
-    if (bytes > kDefaultSharedBytes)
+    cudaError_t const status = allowSharedBytes(kernel, bytes); // cudaErrorInvalidValue: the head's keys do not fit
+    if (status != cudaSuccess)
     {
-        int device = 0;
-        int optIn = 0;
-        cudaError_t status = cudaGetDevice(&device);
-        if (status == cudaSuccess)
-        {
-            status = cudaDeviceGetAttribute(&optIn, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-        }
-        if (status != cudaSuccess)
-        {
-            return status;
-        }
-        if (bytes > optIn)
-        {
-            return cudaErrorInvalidValue; // the head's keys do not fit in one block; refuse rather than launch wrongly
-        }
-        status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-        if (status != cudaSuccess)
-        {
-            return status;
-        }
+        return status;
     }
     int64_t const blocks = d.batch * d.heads * tiles;
     kernel<<<static_cast<unsigned>(blocks), warps * kWarp, static_cast<size_t>(bytes), stream>>>(
@@ -337,10 +158,7 @@ cudaError_t launchAligned(DeformAttentionDims const& d, void const* q, void cons
 {
     // Pairs when every head slice starts on an even element (even head dim, hence even C) and all four data
     // pointers are aligned to a pair.
-    uintptr_t const pair = 2 * sizeof(T);
-    bool const pairs = d.headDim() % 2 == 0 && reinterpret_cast<uintptr_t>(q) % pair == 0
-        && reinterpret_cast<uintptr_t>(k) % pair == 0 && reinterpret_cast<uintptr_t>(v) % pair == 0
-        && reinterpret_cast<uintptr_t>(out) % pair == 0;
+    bool const pairs = d.headDim() % 2 == 0 && pairAligned<T>(q, k, v, out);
     return pairs ? launch<T, B, P, 2>(d, q, k, v, table, pos, out, s) : launch<T, B, P, 1>(d, q, k, v, table, pos, out, s);
 }
 

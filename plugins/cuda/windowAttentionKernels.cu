@@ -1,5 +1,7 @@
 #include "windowAttentionKernels.h"
 
+#include "attentionCommon.cuh"
+
 #include <cuda_fp16.h>
 
 #include <math.h>
@@ -13,86 +15,11 @@ namespace cuda
 // rejects __global__ templates in an anonymous one.
 namespace windowKernels
 {
+using namespace kernelUtil;
 
 // One block per (image, window, head); its warps take the window's query tokens in turn. Four warps
 // suit DAT's 49-token windows (about 12 rows per warp); smaller windows get fewer.
 constexpr int kMaxWarps = 4;
-constexpr int kWarp = 32;
-constexpr unsigned kFullMask = 0xffffffffu;
-constexpr int64_t kDefaultSharedBytes = 48 * 1024; // above this a kernel must opt in
-constexpr int64_t kMaxBlocks = 0x7fffffff;          // gridDim.x
-
-__device__ __forceinline__ float toFloat(float v)
-{
-    return v;
-}
-__device__ __forceinline__ float toFloat(__half v)
-{
-    return __half2float(v);
-}
-
-// V consecutive elements to / from fp32; V = 2 is one 8-byte float2 or 4-byte half2 access (the caller
-// guarantees the alignment).
-__device__ __forceinline__ void loadVec(float const* p, float (&f)[1])
-{
-    f[0] = *p;
-}
-__device__ __forceinline__ void loadVec(float const* p, float (&f)[2])
-{
-    float2 const v = *reinterpret_cast<float2 const*>(p);
-    f[0] = v.x;
-    f[1] = v.y;
-}
-__device__ __forceinline__ void loadVec(__half const* p, float (&f)[1])
-{
-    f[0] = __half2float(*p);
-}
-__device__ __forceinline__ void loadVec(__half const* p, float (&f)[2])
-{
-    float2 const v = __half22float2(*reinterpret_cast<__half2 const*>(p));
-    f[0] = v.x;
-    f[1] = v.y;
-}
-__device__ __forceinline__ void storeVec(float* p, float const (&f)[1])
-{
-    *p = f[0];
-}
-__device__ __forceinline__ void storeVec(float* p, float const (&f)[2])
-{
-    *reinterpret_cast<float2*>(p) = make_float2(f[0], f[1]);
-}
-__device__ __forceinline__ void storeVec(__half* p, float const (&f)[1])
-{
-    *p = __float2half_rn(f[0]);
-}
-__device__ __forceinline__ void storeVec(__half* p, float const (&f)[2])
-{
-    *reinterpret_cast<__half2*>(p) = __floats2half2_rn(f[0], f[1]);
-}
-
-__device__ __forceinline__ float warpMax(float v)
-{
-    for (int offset = kWarp / 2; offset > 0; offset >>= 1)
-    {
-        v = fmaxf(v, __shfl_xor_sync(kFullMask, v, offset));
-    }
-    return v;
-}
-__device__ __forceinline__ float warpSum(float v)
-{
-    for (int offset = kWarp / 2; offset > 0; offset >>= 1)
-    {
-        v += __shfl_xor_sync(kFullMask, v, offset);
-    }
-    return v;
-}
-
-// Row stride (floats) of k and v in shared memory: odd, so that lanes reading different tokens at the same
-// channel hit different banks.
-__host__ __device__ __forceinline__ int64_t paddedStride(int64_t headDim)
-{
-    return headDim | 1;
-}
 
 __host__ __device__ __forceinline__ int64_t sharedBytes(int64_t tokens, int64_t headDim, int64_t warps)
 {
@@ -135,47 +62,31 @@ __global__ void __launch_bounds__(kMaxWarps* kWarp) windowAttentionKernel(
     }
     __syncthreads();
 
-    // Stage the head's q (times scale), k and v of the window's tokens; consecutive threads read
-    // consecutive channels of one token.
+    // Stage the head's q (times scale), k and v of the window's tokens.
     int64_t const qkvRow = 3 * d.channels;
     T const* head = qkv + h * headDim;
-    int const perPart = tokens * items;
-    for (int i = threadIdx.x; i < 3 * perPart; i += blockDim.x)
-    {
-        int const part = i / perPart; // 0 = q, 1 = k, 2 = v
-        int const rest = i - part * perPart;
-        int const t = rest / items;
-        int const c = (rest - t * items) * V;
-        float f[V];
-        loadVec(head + rowOf[t] * qkvRow + part * d.channels + c, f);
-        if (part == 0)
-        {
-#pragma unroll
-            for (int e = 0; e < V; ++e)
+    stageRows<V>(
+        3, tokens, items, // part 0 = q, 1 = k, 2 = v
+        [&](int part, int t, int c) { return head + rowOf[t] * qkvRow + part * d.channels + c; },
+        [&](int part, int t, int c, float const(&f)[V]) {
+            if (part == 0)
             {
-                sq[t * headDim + c + e] = f[e] * d.scale;
+                putVec(sq + t * headDim + c, f, d.scale);
             }
-        }
-        else
-        {
-            float* dst = (part == 1 ? sk : sv) + t * stride + c;
-#pragma unroll
-            for (int e = 0; e < V; ++e)
+            else
             {
-                dst[e] = f[e];
+                putVec((part == 1 ? sk : sv) + t * stride + c, f);
             }
-        }
-    }
+        });
     __syncthreads();
 
+    // The softmax and P v below are attentionCommon.cuh's softmaxInPlace / storeWeightedValues written out:
+    // calling those here makes ptxas spill the sm_80 pair variants (20 bytes), so this kernel keeps them inline.
     int const warp = threadIdx.x / kWarp;
     int const lane = threadIdx.x % kWarp;
     int const warps = blockDim.x / kWarp;
     float* row = rows + warp * tokens;
     B const* headBias = bias + windowBiasOffset(d, n, h);
-
-    // P v: lane = split * span + item. `span` lanes cover up to 32 channel items; when a head has fewer
-    // items the remaining lanes split the tokens and the partial sums meet through shuffles.
     int span = 1;
     while (span < items && span < kWarp)
     {
@@ -190,20 +101,14 @@ __global__ void __launch_bounds__(kMaxWarps* kWarp) windowAttentionKernel(
         // logits[t, u] = (scale q_t) . k_u + bias, lanes over u; kept in the warp's row.
         float const* qt = sq + t * headDim;
         B const* biasRow = headBias + static_cast<int64_t>(t) * tokens;
-        float rowMax = -INFINITY;
+        float laneMax = -INFINITY;
         for (int u = lane; u < tokens; u += kWarp)
         {
-            float const* ku = sk + u * stride;
-            float acc = 0.f;
-            for (int c = 0; c < headDim; ++c)
-            {
-                acc = fmaf(qt[c], ku[c], acc);
-            }
-            acc += toFloat(biasRow[u]);
-            row[u] = acc;
-            rowMax = fmaxf(rowMax, acc);
+            float const logit = dot(qt, sk + u * stride, headDim) + toFloat(biasRow[u]);
+            row[u] = logit;
+            laneMax = fmaxf(laneMax, logit);
         }
-        rowMax = warpMax(rowMax);
+        float const rowMax = warpMax(laneMax);
         float rowSum = 0.f;
         for (int u = lane; u < tokens; u += kWarp)
         {
@@ -215,7 +120,7 @@ __global__ void __launch_bounds__(kMaxWarps* kWarp) windowAttentionKernel(
         __syncwarp();
 
         T* dst = out + rowOf[t] * d.channels + h * headDim;
-        for (int base = 0; base < items; base += span) // uniform trip count: every lane reaches the shuffles
+        for (int base = 0; base < items; base += span)
         {
             int const it = base + item;
             bool const active = it < items;
@@ -271,28 +176,10 @@ cudaError_t launch(WindowAttentionDims const& d, void const* qkv, void const* bi
     int const warps = warpsFor(d.tokens());
     int64_t const bytes = sharedBytes(d.tokens(), d.headDim(), warps);
     auto kernel = windowAttentionKernel<T, B, V>;
-    if (bytes > kDefaultSharedBytes)
+    cudaError_t const status = allowSharedBytes(kernel, bytes); // cudaErrorInvalidValue: the window does not fit
+    if (status != cudaSuccess)
     {
-        int device = 0;
-        int optIn = 0;
-        cudaError_t status = cudaGetDevice(&device);
-        if (status == cudaSuccess)
-        {
-            status = cudaDeviceGetAttribute(&optIn, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-        }
-        if (status != cudaSuccess)
-        {
-            return status;
-        }
-        if (bytes > optIn)
-        {
-            return cudaErrorInvalidValue; // the window does not fit in one block; refuse rather than launch wrongly
-        }
-        status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-        if (status != cudaSuccess)
-        {
-            return status;
-        }
+        return status;
     }
     int64_t const blocks = d.batch * d.windowsPerImage() * d.heads;
     kernel<<<static_cast<unsigned>(blocks), warps * kWarp, static_cast<size_t>(bytes), stream>>>(
@@ -305,9 +192,7 @@ cudaError_t launchAligned(WindowAttentionDims const& d, void const* qkv, void co
 {
     // Pairs when every head slice starts on an even element (even head dim, hence even C and 3C) and both
     // base pointers are aligned to a pair.
-    uintptr_t const pair = 2 * sizeof(T);
-    bool const pairs = d.headDim() % 2 == 0 && reinterpret_cast<uintptr_t>(qkv) % pair == 0
-        && reinterpret_cast<uintptr_t>(out) % pair == 0;
+    bool const pairs = d.headDim() % 2 == 0 && pairAligned<T>(qkv, out);
     return pairs ? launch<T, B, 2>(d, qkv, bias, out, s) : launch<T, B, 1>(d, qkv, bias, out, s);
 }
 

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <new>
 #include <string>
+#include <vector>
 
 namespace dat
 {
@@ -19,11 +20,6 @@ constexpr int32_t kInputV = 2;
 constexpr int32_t kInputTable = 3;
 constexpr int32_t kInputPos = 4;
 constexpr int32_t kNbInputs = 5;
-
-bool known(int64_t dim)
-{
-    return dim >= 0;
-}
 
 // Both known and different.
 bool differ(int64_t a, int64_t b)
@@ -40,30 +36,28 @@ std::string shapeText(nvinfer1::Dims const& dims)
     }
     return text + ")";
 }
+
+// The attributes in order; without values for the creator's schema.
+std::vector<nvinfer1::PluginField> attributeFields(int32_t const* heads = nullptr, int32_t const* groups = nullptr,
+    int32_t const* convention = nullptr, float const* scale = nullptr)
+{
+    return {intField("heads", heads), intField("groups", groups),
+        intField("convention", convention), floatField("scale", scale)};
+}
 } // namespace
 
 DeformAttentionPlugin::DeformAttentionPlugin(int32_t heads, int32_t groups, int32_t convention, float scale)
-    : mHeads(heads)
+    : DatPluginBase(kName, attributeFields(&mHeads, &mGroups, &mConvention, &mScale))
+    , mHeads(heads)
     , mGroups(groups)
     , mConvention(convention)
     , mScale(scale)
 {
-    mFields.emplace_back("heads", &mHeads, nvinfer1::PluginFieldType::kINT32, 1);
-    mFields.emplace_back("groups", &mGroups, nvinfer1::PluginFieldType::kINT32, 1);
-    mFields.emplace_back("convention", &mConvention, nvinfer1::PluginFieldType::kINT32, 1);
-    mFields.emplace_back("scale", &mScale, nvinfer1::PluginFieldType::kFLOAT32, 1);
-    mFieldCollection.nbFields = static_cast<int32_t>(mFields.size());
-    mFieldCollection.fields = mFields.data();
 }
 
 nvinfer1::IPluginV3* DeformAttentionPlugin::clone() noexcept
 {
     return new (std::nothrow) DeformAttentionPlugin(mHeads, mGroups, mConvention, mScale);
-}
-
-char const* DeformAttentionPlugin::getPluginName() const noexcept
-{
-    return kName;
 }
 
 bool DeformAttentionPlugin::checkShapes(nvinfer1::Dims const* in) const noexcept
@@ -195,39 +189,9 @@ int32_t DeformAttentionPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDe
     return 0;
 }
 
-nvinfer1::PluginFieldCollection const* DeformAttentionPlugin::getFieldsToSerialize() noexcept
-{
-    return &mFieldCollection;
-}
-
 DeformAttentionPluginCreator::DeformAttentionPluginCreator()
+    : DatPluginCreatorBase(kName, attributeFields())
 {
-    mFields.emplace_back("heads", nullptr, nvinfer1::PluginFieldType::kINT32, 1);
-    mFields.emplace_back("groups", nullptr, nvinfer1::PluginFieldType::kINT32, 1);
-    mFields.emplace_back("convention", nullptr, nvinfer1::PluginFieldType::kINT32, 1);
-    mFields.emplace_back("scale", nullptr, nvinfer1::PluginFieldType::kFLOAT32, 1);
-    mFieldCollection.nbFields = static_cast<int32_t>(mFields.size());
-    mFieldCollection.fields = mFields.data();
-}
-
-char const* DeformAttentionPluginCreator::getPluginName() const noexcept
-{
-    return kName;
-}
-
-char const* DeformAttentionPluginCreator::getPluginVersion() const noexcept
-{
-    return kPluginVersion;
-}
-
-char const* DeformAttentionPluginCreator::getPluginNamespace() const noexcept
-{
-    return kPluginNamespace;
-}
-
-nvinfer1::PluginFieldCollection const* DeformAttentionPluginCreator::getFieldNames() noexcept
-{
-    return &mFieldCollection;
 }
 
 nvinfer1::IPluginV3* DeformAttentionPluginCreator::createPlugin(

@@ -4,8 +4,6 @@
 
 #include "../common/datPluginBase.h"
 
-#include <vector>
-
 namespace dat
 {
 namespace trt
@@ -15,11 +13,8 @@ class DeformAttentionPlugin : public DatPluginBase
 {
 public:
     DeformAttentionPlugin(int32_t heads, int32_t groups, int32_t convention, float scale);
-    DeformAttentionPlugin(DeformAttentionPlugin const&) = delete; // mFields points into this object
-    DeformAttentionPlugin& operator=(DeformAttentionPlugin const&) = delete;
 
     nvinfer1::IPluginV3* clone() noexcept override;
-    char const* getPluginName() const noexcept override;
     int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
         nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept override;
     int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs,
@@ -29,7 +24,6 @@ public:
         int32_t nbOutputs) noexcept override;
     int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
         void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
-    nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override;
 
 private:
     // Checks the shapes of q, k, v, table and pos against each other and the attributes; dimensions of -1
@@ -40,25 +34,15 @@ private:
     int32_t mGroups;
     int32_t mConvention;
     float mScale;
-    std::vector<nvinfer1::PluginField> mFields;
-    nvinfer1::PluginFieldCollection mFieldCollection{};
 };
 
-class DeformAttentionPluginCreator : public nvinfer1::IPluginCreatorV3One
+class DeformAttentionPluginCreator : public DatPluginCreatorBase
 {
 public:
     DeformAttentionPluginCreator();
 
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
-    nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override;
     nvinfer1::IPluginV3* createPlugin(
         char const* name, nvinfer1::PluginFieldCollection const* fc, nvinfer1::TensorRTPhase phase) noexcept override;
-
-private:
-    std::vector<nvinfer1::PluginField> mFields;
-    nvinfer1::PluginFieldCollection mFieldCollection{};
 };
 
 } // namespace trt

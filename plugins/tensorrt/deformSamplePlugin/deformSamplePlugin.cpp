@@ -4,6 +4,7 @@
 
 #include <new>
 #include <string>
+#include <vector>
 
 namespace dat
 {
@@ -14,24 +15,23 @@ namespace
 constexpr char const* kName = "DATDeformSample";
 constexpr int32_t kInputX = 0;
 constexpr int32_t kInputPos = 1;
+
+// The attributes in order; without values for the creator's schema.
+std::vector<nvinfer1::PluginField> attributeFields(int32_t const* groups = nullptr)
+{
+    return {intField("groups", groups)};
+}
 } // namespace
 
 DeformSamplePlugin::DeformSamplePlugin(int32_t groups)
-    : mGroups(groups)
+    : DatPluginBase(kName, attributeFields(&mGroups))
+    , mGroups(groups)
 {
-    mFields.emplace_back("groups", &mGroups, nvinfer1::PluginFieldType::kINT32, 1);
-    mFieldCollection.nbFields = static_cast<int32_t>(mFields.size());
-    mFieldCollection.fields = mFields.data();
 }
 
 nvinfer1::IPluginV3* DeformSamplePlugin::clone() noexcept
 {
     return new (std::nothrow) DeformSamplePlugin(mGroups);
-}
-
-char const* DeformSamplePlugin::getPluginName() const noexcept
-{
-    return kName;
 }
 
 int32_t DeformSamplePlugin::getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs,
@@ -92,36 +92,9 @@ int32_t DeformSamplePlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc,
     return 0;
 }
 
-nvinfer1::PluginFieldCollection const* DeformSamplePlugin::getFieldsToSerialize() noexcept
-{
-    return &mFieldCollection;
-}
-
 DeformSamplePluginCreator::DeformSamplePluginCreator()
+    : DatPluginCreatorBase(kName, attributeFields())
 {
-    mFields.emplace_back("groups", nullptr, nvinfer1::PluginFieldType::kINT32, 1);
-    mFieldCollection.nbFields = static_cast<int32_t>(mFields.size());
-    mFieldCollection.fields = mFields.data();
-}
-
-char const* DeformSamplePluginCreator::getPluginName() const noexcept
-{
-    return kName;
-}
-
-char const* DeformSamplePluginCreator::getPluginVersion() const noexcept
-{
-    return kPluginVersion;
-}
-
-char const* DeformSamplePluginCreator::getPluginNamespace() const noexcept
-{
-    return kPluginNamespace;
-}
-
-nvinfer1::PluginFieldCollection const* DeformSamplePluginCreator::getFieldNames() noexcept
-{
-    return &mFieldCollection;
 }
 
 nvinfer1::IPluginV3* DeformSamplePluginCreator::createPlugin(

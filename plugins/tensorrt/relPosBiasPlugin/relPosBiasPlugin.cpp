@@ -4,6 +4,7 @@
 
 #include <new>
 #include <string>
+#include <vector>
 
 namespace dat
 {
@@ -15,26 +16,24 @@ constexpr char const* kName = "DATRelPosBias";
 constexpr int32_t kInputTable = 0;
 constexpr int32_t kInputPos = 1;
 constexpr int32_t kInputX = 2; // only its shape is read
+
+// The attributes in order; without values for the creator's schema.
+std::vector<nvinfer1::PluginField> attributeFields(int32_t const* groups = nullptr, int32_t const* convention = nullptr)
+{
+    return {intField("groups", groups), intField("convention", convention)};
+}
 } // namespace
 
 RelPosBiasPlugin::RelPosBiasPlugin(int32_t groups, int32_t convention)
-    : mGroups(groups)
+    : DatPluginBase(kName, attributeFields(&mGroups, &mConvention))
+    , mGroups(groups)
     , mConvention(convention)
 {
-    mFields.emplace_back("groups", &mGroups, nvinfer1::PluginFieldType::kINT32, 1);
-    mFields.emplace_back("convention", &mConvention, nvinfer1::PluginFieldType::kINT32, 1);
-    mFieldCollection.nbFields = static_cast<int32_t>(mFields.size());
-    mFieldCollection.fields = mFields.data();
 }
 
 nvinfer1::IPluginV3* RelPosBiasPlugin::clone() noexcept
 {
     return new (std::nothrow) RelPosBiasPlugin(mGroups, mConvention);
-}
-
-char const* RelPosBiasPlugin::getPluginName() const noexcept
-{
-    return kName;
 }
 
 int32_t RelPosBiasPlugin::getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs,
@@ -100,37 +99,9 @@ int32_t RelPosBiasPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc,
     return 0;
 }
 
-nvinfer1::PluginFieldCollection const* RelPosBiasPlugin::getFieldsToSerialize() noexcept
-{
-    return &mFieldCollection;
-}
-
 RelPosBiasPluginCreator::RelPosBiasPluginCreator()
+    : DatPluginCreatorBase(kName, attributeFields())
 {
-    mFields.emplace_back("groups", nullptr, nvinfer1::PluginFieldType::kINT32, 1);
-    mFields.emplace_back("convention", nullptr, nvinfer1::PluginFieldType::kINT32, 1);
-    mFieldCollection.nbFields = static_cast<int32_t>(mFields.size());
-    mFieldCollection.fields = mFields.data();
-}
-
-char const* RelPosBiasPluginCreator::getPluginName() const noexcept
-{
-    return kName;
-}
-
-char const* RelPosBiasPluginCreator::getPluginVersion() const noexcept
-{
-    return kPluginVersion;
-}
-
-char const* RelPosBiasPluginCreator::getPluginNamespace() const noexcept
-{
-    return kPluginNamespace;
-}
-
-nvinfer1::PluginFieldCollection const* RelPosBiasPluginCreator::getFieldNames() noexcept
-{
-    return &mFieldCollection;
 }
 
 nvinfer1::IPluginV3* RelPosBiasPluginCreator::createPlugin(

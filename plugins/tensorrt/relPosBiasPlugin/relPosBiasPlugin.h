@@ -4,8 +4,6 @@
 
 #include "../common/datPluginBase.h"
 
-#include <vector>
-
 namespace dat
 {
 namespace trt
@@ -15,11 +13,8 @@ class RelPosBiasPlugin : public DatPluginBase
 {
 public:
     RelPosBiasPlugin(int32_t groups, int32_t convention);
-    RelPosBiasPlugin(RelPosBiasPlugin const&) = delete; // mFields points into this object
-    RelPosBiasPlugin& operator=(RelPosBiasPlugin const&) = delete;
 
     nvinfer1::IPluginV3* clone() noexcept override;
-    char const* getPluginName() const noexcept override;
     int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs,
         nvinfer1::DimsExprs const* shapeInputs, int32_t nbShapeInputs, nvinfer1::DimsExprs* outputs,
         int32_t nbOutputs, nvinfer1::IExprBuilder& exprBuilder) noexcept override;
@@ -27,30 +22,19 @@ public:
         int32_t nbOutputs) noexcept override;
     int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
         void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
-    nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override;
 
 private:
     int32_t mGroups;
     int32_t mConvention;
-    std::vector<nvinfer1::PluginField> mFields;
-    nvinfer1::PluginFieldCollection mFieldCollection{};
 };
 
-class RelPosBiasPluginCreator : public nvinfer1::IPluginCreatorV3One
+class RelPosBiasPluginCreator : public DatPluginCreatorBase
 {
 public:
     RelPosBiasPluginCreator();
 
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
-    nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override;
     nvinfer1::IPluginV3* createPlugin(
         char const* name, nvinfer1::PluginFieldCollection const* fc, nvinfer1::TensorRTPhase phase) noexcept override;
-
-private:
-    std::vector<nvinfer1::PluginField> mFields;
-    nvinfer1::PluginFieldCollection mFieldCollection{};
 };
 
 } // namespace trt

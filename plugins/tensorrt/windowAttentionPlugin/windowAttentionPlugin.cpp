@@ -5,6 +5,7 @@
 #include <cmath>
 #include <new>
 #include <string>
+#include <vector>
 
 namespace dat
 {
@@ -16,34 +17,26 @@ constexpr char const* kName = "DATWindowAttention";
 constexpr int32_t kInputQkv = 0;
 constexpr int32_t kInputBias = 1;
 
-bool known(int64_t dim)
+// The attributes in order; without values for the creator's schema.
+std::vector<nvinfer1::PluginField> attributeFields(int32_t const* heads = nullptr, int32_t const* window = nullptr,
+    int32_t const* shift = nullptr, float const* scale = nullptr)
 {
-    return dim >= 0;
+    return {intField("heads", heads), intField("window", window), intField("shift", shift), floatField("scale", scale)};
 }
 } // namespace
 
 WindowAttentionPlugin::WindowAttentionPlugin(int32_t heads, int32_t window, int32_t shift, float scale)
-    : mHeads(heads)
+    : DatPluginBase(kName, attributeFields(&mHeads, &mWindow, &mShift, &mScale))
+    , mHeads(heads)
     , mWindow(window)
     , mShift(shift)
     , mScale(scale)
 {
-    mFields.emplace_back("heads", &mHeads, nvinfer1::PluginFieldType::kINT32, 1);
-    mFields.emplace_back("window", &mWindow, nvinfer1::PluginFieldType::kINT32, 1);
-    mFields.emplace_back("shift", &mShift, nvinfer1::PluginFieldType::kINT32, 1);
-    mFields.emplace_back("scale", &mScale, nvinfer1::PluginFieldType::kFLOAT32, 1);
-    mFieldCollection.nbFields = static_cast<int32_t>(mFields.size());
-    mFieldCollection.fields = mFields.data();
 }
 
 nvinfer1::IPluginV3* WindowAttentionPlugin::clone() noexcept
 {
     return new (std::nothrow) WindowAttentionPlugin(mHeads, mWindow, mShift, mScale);
-}
-
-char const* WindowAttentionPlugin::getPluginName() const noexcept
-{
-    return kName;
 }
 
 bool WindowAttentionPlugin::checkShapes(nvinfer1::Dims const& qkv, nvinfer1::Dims const& bias) const noexcept
@@ -173,39 +166,9 @@ int32_t WindowAttentionPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDe
     return 0;
 }
 
-nvinfer1::PluginFieldCollection const* WindowAttentionPlugin::getFieldsToSerialize() noexcept
-{
-    return &mFieldCollection;
-}
-
 WindowAttentionPluginCreator::WindowAttentionPluginCreator()
+    : DatPluginCreatorBase(kName, attributeFields())
 {
-    mFields.emplace_back("heads", nullptr, nvinfer1::PluginFieldType::kINT32, 1);
-    mFields.emplace_back("window", nullptr, nvinfer1::PluginFieldType::kINT32, 1);
-    mFields.emplace_back("shift", nullptr, nvinfer1::PluginFieldType::kINT32, 1);
-    mFields.emplace_back("scale", nullptr, nvinfer1::PluginFieldType::kFLOAT32, 1);
-    mFieldCollection.nbFields = static_cast<int32_t>(mFields.size());
-    mFieldCollection.fields = mFields.data();
-}
-
-char const* WindowAttentionPluginCreator::getPluginName() const noexcept
-{
-    return kName;
-}
-
-char const* WindowAttentionPluginCreator::getPluginVersion() const noexcept
-{
-    return kPluginVersion;
-}
-
-char const* WindowAttentionPluginCreator::getPluginNamespace() const noexcept
-{
-    return kPluginNamespace;
-}
-
-nvinfer1::PluginFieldCollection const* WindowAttentionPluginCreator::getFieldNames() noexcept
-{
-    return &mFieldCollection;
 }
 
 nvinfer1::IPluginV3* WindowAttentionPluginCreator::createPlugin(
