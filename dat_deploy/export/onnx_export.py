@@ -144,11 +144,16 @@ def trace_to_onnx(model: nn.Module, input_size: tuple[int, int], options: TraceO
     return program.model_proto
 
 
+# onnxslim passes we leave out: FusionGemmAdd folds an Add of a constant after a Gemm back into the
+# Gemm's bias, undoing token_linear.linear_bias_apart (whose bias belongs in the activation).
+SKIPPED_SLIM_PATTERNS = ["FusionGemmAdd"]
+
+
 def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     import onnxslim
 
     with _quiet_exporter():
-        slimmed = onnxslim.slim(model)
+        slimmed = onnxslim.slim(model, skip_fusion_patterns=SKIPPED_SLIM_PATTERNS)
     return slimmed if slimmed is not None else model
 
 

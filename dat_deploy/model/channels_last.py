@@ -21,7 +21,7 @@ from dat_deploy.model import fused_ops, sampling, windows
 from dat_deploy.model.attention import DeformableAttention, LocalAttention, NeighborhoodAttention, ShiftWindowAttention
 from dat_deploy.model.layers import ConvFFN, LayerNormProxy, TransformerMLP
 from dat_deploy.model.neighborhood_tiles import tiled_neighborhood_attention
-from dat_deploy.model.token_linear import linear, linear_chunks
+from dat_deploy.model.token_linear import linear, linear_bias_apart, linear_chunks
 
 
 def to_channels_first(x: torch.Tensor) -> torch.Tensor:
@@ -140,7 +140,7 @@ def attention(attn: nn.Module, x: torch.Tensor, static_size: bool):
 
 def mlp(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if isinstance(block, TransformerMLP):
-        return linear(activation(block.chunk.act, linear(x, block.chunk.linear1)), block.chunk.linear2)
+        return linear(activation(block.chunk.act, linear_bias_apart(x, block.chunk.linear1)), block.chunk.linear2)
     if isinstance(block, ConvFFN):
         # the residual depthwise conv runs on the 4x-wide hidden map: channels-first for the whole
         # MLP costs two transposes of C channels instead of two of 4C
