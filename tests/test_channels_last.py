@@ -92,3 +92,19 @@ def test_fast_layout_graphs_drop_the_gathers_and_most_transposes(export_once, da
         assert ops.get("Einsum", 0) == 0 and ops.get("GatherND", 0) == 0
     meta = {p.key: p.value for p in fast_pp.metadata_props}
     assert meta["layout"] == "fast" and {p.key: p.value for p in official_t.metadata_props}["layout"] == "official"
+
+
+def test_tiled_tables_survive_an_export_in_the_same_process():
+    """The tile index tables are cached per size; tensors cached while torch.export traced were fake ones,
+    and later eager calls of the same size got them back (a data-dependent guard error)."""
+    torch.manual_seed(0)
+    attn = NeighborhoodAttention(8, 3, 1).eval()
+
+    class Tiled(torch.nn.Module):
+        def forward(self, x):
+            return tiled_neighborhood_attention(attn, x)
+
+    x = torch.randn(1, 5, 4, 8)
+    torch.export.export(Tiled(), (x,))
+    with torch.no_grad():
+        assert (tiled_neighborhood_attention(attn, x) - attn.attend_channels_last(x)).abs().max() <= 1e-5

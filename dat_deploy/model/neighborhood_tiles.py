@@ -24,8 +24,14 @@ from dat_deploy.model.attention import NeighborhoodAttention
 from dat_deploy.model.token_linear import linear, linear_chunks
 
 
-@functools.lru_cache(maxsize=None)
 def _axis_tables(length: int, kernel: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`_axis_arrays` as tensors, made anew per call: a tensor cached while torch.export traces is a fake
+    one, which later eager calls would get back (and fail on)."""
+    return tuple(torch.tensor(a) for a in _axis_arrays(length, kernel))  # copies: the cached arrays stay intact
+
+
+@functools.lru_cache(maxsize=None)
+def _axis_arrays(length: int, kernel: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Along one axis of `length` (>= kernel), with tiles of `kernel` queries:
 
     keys (tiles, R): the key indices of each tile's region;
@@ -45,7 +51,7 @@ def _axis_tables(length: int, kernel: int) -> tuple[torch.Tensor, torch.Tensor, 
     offset = keys[:, None, :] - window_start[:, :, None]
     inside = (offset >= 0) & (offset < kernel)
     table_row = np.where(inside, keys[:, None, :] - queries[:, :, None] + kernel - 1, 0)
-    return torch.from_numpy(keys), torch.from_numpy(inside), torch.from_numpy(table_row)
+    return keys, inside, table_row
 
 
 def _to_tiles(t: torch.Tensor, tiles_h: int, tiles_w: int, size_h: int, size_w: int) -> torch.Tensor:
