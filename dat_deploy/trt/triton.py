@@ -52,7 +52,8 @@ def plugin_readme(model_name: str, plugin_library: Path | None, tensorrt_version
     else:
         lib = Path(plugin_library).name
         loading = (
-            f"This engine contains the DAT plugins (`DATDeformSample`, `DATRelPosBias`, `DATWindowAttention`) from `{lib}`.\n"
+            "This engine contains the DAT plugins (`DATDeformSample`, `DATDeformAttention`, `DATWindowAttention`,\n"
+            f"`DATRelPosBias`) from `{lib}`.\n"
             "Triton's tensorrt backend must have that library loaded before it deserialises the plan:\n\n"
             f"    LD_PRELOAD=/path/to/{lib}:${{LD_PRELOAD}} tritonserver --model-repository=/path/to/models\n\n"
             "or, with the tensorrt backend's option,\n\n"
