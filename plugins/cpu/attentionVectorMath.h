@@ -21,11 +21,12 @@
 
 // Intrinsics only where a path below uses them: the AVX-512 and AVX2 + FMA layers, and F16C for fp16 rows (the
 // portable layer must build without them). GCC 12's AVX-512 intrinsics seed their masked builtins with a
-// self-initialised `__Y`, which -Wmaybe-uninitialized reports at the header's lines once inlined (GCC PR 105593,
-// fixed in 13).
+// self-initialised `__Y`, which -Wmaybe-uninitialized (or -Wuninitialized, depending on the caller) reports at the
+// header's lines once inlined (GCC PR 105593, fixed in 13).
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__)) || defined(__F16C__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 #endif
