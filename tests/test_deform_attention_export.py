@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from torch import nn
@@ -20,7 +19,7 @@ from dat_deploy.export import plugin_ops
 from dat_deploy.export.graph_checks import op_histogram
 from dat_deploy.model import channels_last, fused_ops
 from dat_deploy.model.attention import DeformableAttention
-from dat_deploy.native import ort_library_path
+from plugin_graphs import export_plugin_flavour, plugin_session
 
 DIM, HEADS, GROUPS, FMAP = 24, 4, 2, 6
 
@@ -49,14 +48,7 @@ def block(request) -> DeformableBlock:
 
 @pytest.fixture(scope="module")
 def exported(block) -> onnx.ModelProto:
-    example = torch.randn(2, DIM, FMAP, FMAP)
-    with plugin_ops.plugin_flavour(), torch.no_grad():
-        program = torch.onnx.export(
-            block, (example,), dynamo=True, opset_version=18, input_names=["x"], output_names=["y"],
-            dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=64)}},
-            custom_translation_table=plugin_ops.custom_translation_table(), external_data=False, optimize=True,
-        )
-    return program.model_proto
+    return export_plugin_flavour(block, torch.randn(2, DIM, FMAP, FMAP))
 
 
 def test_eager_fused_core_equals_official_block(block):
@@ -94,9 +86,7 @@ def test_checker_and_shape_inference_pass(exported):
 
 @pytest.mark.parametrize("batch", [1, 3])
 def test_onnxruntime_matches_official_block(block, exported, batch):
-    options = ort.SessionOptions()
-    options.register_custom_ops_library(str(ort_library_path(build=True)))
-    session = ort.InferenceSession(exported.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = plugin_session(exported)
     x = torch.randn(batch, DIM, FMAP, FMAP, generator=torch.Generator().manual_seed(batch))
     with torch.no_grad():
         want = block.official(x).numpy()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from torch import nn
@@ -19,7 +18,7 @@ from dat_deploy.export import plugin_ops
 from dat_deploy.export.graph_checks import op_histogram
 from dat_deploy.model import channels_last, fused_ops
 from dat_deploy.model.attention import LocalAttention, ShiftWindowAttention
-from dat_deploy.native import ort_library_path
+from plugin_graphs import export_plugin_flavour, plugin_session
 
 DIM, HEADS, WINDOW, FMAP = 24, 2, 3, 6
 
@@ -56,14 +55,7 @@ def block() -> TwoWindowBlocks:
 
 @pytest.fixture(scope="module")
 def exported(block) -> onnx.ModelProto:
-    example = torch.randn(2, DIM, FMAP, FMAP)
-    with plugin_ops.plugin_flavour(), torch.no_grad():
-        program = torch.onnx.export(
-            block, (example,), dynamo=True, opset_version=18, input_names=["x"], output_names=["y"],
-            dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=64)}},
-            custom_translation_table=plugin_ops.custom_translation_table(), external_data=False, optimize=True,
-        )
-    return program.model_proto
+    return export_plugin_flavour(block, torch.randn(2, DIM, FMAP, FMAP))
 
 
 def test_eager_fused_path_equals_official_blocks(block):
@@ -108,9 +100,7 @@ def test_checker_and_shape_inference_pass(exported):
 
 @pytest.mark.parametrize("batch", [1, 3])
 def test_onnxruntime_matches_official_blocks(block, exported, batch):
-    options = ort.SessionOptions()
-    options.register_custom_ops_library(str(ort_library_path(build=True)))
-    session = ort.InferenceSession(exported.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = plugin_session(exported)
     x = torch.randn(batch, DIM, FMAP, FMAP, generator=torch.Generator().manual_seed(batch))
     with torch.no_grad():
         want = block.official(x).numpy()

@@ -373,11 +373,11 @@ int variadicHomogeneity(OrtCustomOp const*)
     return 1;
 }
 
-OrtStatus* createWindowAttentionKernel(Api const& api, OrtKernelInfo const* info, void** kernelOut)
+// Reads the int attributes `names` and the float attribute "scale" of an attention op; a missing one
+// is an error that names it.
+OrtStatus* readAttentionAttributes(
+    Api const& api, OrtKernelInfo const* info, char const* op, char const* const (&names)[3], int64_t (&ints)[3], float& scale)
 {
-    char const* const op = "DATWindowAttention";
-    int64_t ints[3] = {0, 0, 0}; // heads, window, shift
-    char const* const names[3] = {"heads", "window", "shift"};
     for (int i = 0; i < 3; ++i)
     {
         OrtStatus* status = api.kernelInfoGetAttributeInt64(info, names[i], &ints[i]);
@@ -387,13 +387,22 @@ OrtStatus* createWindowAttentionKernel(Api const& api, OrtKernelInfo const* info
             return invalid(api, std::string(op) + ": missing int attribute '" + names[i] + "'");
         }
     }
-    float scale = 0.f;
     OrtStatus* status = api.kernelInfoGetAttributeFloat(info, "scale", &scale);
     if (status != nullptr)
     {
         api.releaseStatus(status);
         return invalid(api, std::string(op) + ": missing float attribute 'scale'");
     }
+    return nullptr;
+}
+
+OrtStatus* createWindowAttentionKernel(Api const& api, OrtKernelInfo const* info, void** kernelOut)
+{
+    char const* const op = "DATWindowAttention";
+    int64_t ints[3] = {0, 0, 0}; // heads, window, shift
+    char const* const names[3] = {"heads", "window", "shift"};
+    float scale = 0.f;
+    DAT_RETURN_IF_STATUS(readAttentionAttributes(api, info, op, names, ints, scale));
     int64_t const heads = ints[0], window = ints[1], shift = ints[2];
     if (heads < 1 || window < 1)
     {
@@ -416,22 +425,8 @@ OrtStatus* createDeformAttentionKernel(Api const& api, OrtKernelInfo const* info
     char const* const op = "DATDeformAttention";
     int64_t ints[3] = {0, 0, 0}; // heads, groups, convention
     char const* const names[3] = {"heads", "groups", "convention"};
-    for (int i = 0; i < 3; ++i)
-    {
-        OrtStatus* status = api.kernelInfoGetAttributeInt64(info, names[i], &ints[i]);
-        if (status != nullptr)
-        {
-            api.releaseStatus(status);
-            return invalid(api, std::string(op) + ": missing int attribute '" + names[i] + "'");
-        }
-    }
     float scale = 0.f;
-    OrtStatus* status = api.kernelInfoGetAttributeFloat(info, "scale", &scale);
-    if (status != nullptr)
-    {
-        api.releaseStatus(status);
-        return invalid(api, std::string(op) + ": missing float attribute 'scale'");
-    }
+    DAT_RETURN_IF_STATUS(readAttentionAttributes(api, info, op, names, ints, scale));
     int64_t const heads = ints[0], groups = ints[1], convention = ints[2];
     if (heads < 1 || groups < 1)
     {
