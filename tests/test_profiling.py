@@ -607,7 +607,9 @@ def test_cli_smoke_profile_of_dat_t(tmp_path, monkeypatch, dat_t_onnx):
 
 
 def _matrix_graph(path: Path) -> Path:
-    """Gemm with a constant weight, a MatMul of a transposed input (fused by onnxruntime) and a grouped Conv."""
+    """Gemm with a constant weight, a MatMul of a transposed input (fused by onnxruntime), a grouped Conv,
+    and a Softmax: one op that is no matrix product on every machine (whether onnxruntime adds NCHWc
+    Reorder nodes around the Conv depends on the CPU's vector width)."""
     rng = np.random.default_rng(1)
     weight = onnx.numpy_helper.from_array(rng.standard_normal((24, 40), dtype=np.float32), "w")  # Gemm transB
     bias = onnx.numpy_helper.from_array(rng.standard_normal(24, dtype=np.float32), "b")
@@ -616,7 +618,8 @@ def _matrix_graph(path: Path) -> Path:
         oh.make_node("Gemm", ["x", "w", "b"], ["g"], transB=1),
         oh.make_node("Relu", ["g"], ["g_out"]),
         oh.make_node("Transpose", ["at"], ["a"], perm=[0, 2, 1]),
-        oh.make_node("MatMul", ["a", "m"], ["mm_out"]),
+        oh.make_node("MatMul", ["a", "m"], ["mm"]),
+        oh.make_node("Softmax", ["mm"], ["mm_out"]),
         oh.make_node("Conv", ["img", "k"], ["c_out"], group=2, strides=[2, 2], pads=[1, 1, 1, 1]),
     ]
     graph = oh.make_graph(
