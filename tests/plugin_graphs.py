@@ -26,3 +26,11 @@ def plugin_session(model: onnx.ModelProto) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.register_custom_ops_library(str(ort_library_path(build=True)))
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def checked_output_shapes(model: onnx.ModelProto, op_type: str) -> list[onnx.TensorShapeProto]:
+    """Run onnx's full checker and strict shape inference; the inferred output shape of every `op_type` node."""
+    onnx.checker.check_model(model, full_check=True)
+    inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    values = {v.name: v.type.tensor_type for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    return [values[node.output[0]].shape for node in inferred.graph.node if node.op_type == op_type]

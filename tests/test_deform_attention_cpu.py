@@ -7,6 +7,10 @@ being DATRelPosBias's: the table sampled at the query-to-key displacements).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -229,3 +233,27 @@ def test_missing_attribute_is_reported(library, missing):
     with pytest.raises(Exception, match=f"DATDeformAttention: missing {kind} attribute '{missing}'"):
         session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         session.run(None, feeds)
+
+
+def test_runs_on_the_sessions_threads_and_starts_none_of_its_own(library, tmp_path):
+    """Inside onnxruntime the kernels use the session's intra-op pool: a one-thread session starts no thread
+    of ours, even with DAT_NUM_THREADS=4 (our own pool would start three)."""
+    inputs = make_inputs(2, 14, 14, 12, 32, 3, 7, 7, 27, 27, seed=3)
+    np.savez(tmp_path / "feeds.npz", **{n: t.numpy() for n, t in inputs.items()})
+    (tmp_path / "model.onnx").write_bytes(
+        make_model({n: np.float32 for n in NAMES}, heads=12, groups=3, convention=0, scale=32 ** -0.5))
+    script = f"""
+import os, numpy as np, onnxruntime as ort
+options = ort.SessionOptions()
+options.intra_op_num_threads = 1
+options.register_custom_ops_library({library!r})
+session = ort.InferenceSession({str(tmp_path / "model.onnx")!r}, options, providers=["CPUExecutionProvider"])
+feeds = dict(np.load({str(tmp_path / "feeds.npz")!r}))
+before = len(os.listdir("/proc/self/task"))
+session.run(None, feeds)
+print(len(os.listdir("/proc/self/task")) - before)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "DAT_NUM_THREADS": "4"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0"

@@ -366,23 +366,20 @@ def test_dat_t_plugin_flavour_fp16_keeps_positions_fp32_and_matches_pytorch(expo
     import torch
 
     from dat_deploy.model import create_model
-    from dat_deploy.native import ort_library_path
+    from plugin_graphs import plugin_session
 
     converted = convert_to_fp16(onnx.load(str(export_once("dat_t", flavor="plugin").onnx_path)))
     onnx.checker.check_model(converted)
     summary = precision_summary(converted)
     assert summary.back_and_forth_casts == []
-    fused = {op: n for op, n in summary.fp16_nodes.items() if op.startswith("dat.")}
-    assert fused.get("dat.DATWindowAttention") == 8 and "dat.DATWindowAttention" not in summary.fp32_nodes
+    for op, blocks in (("dat.DATWindowAttention", 8), ("dat.DATDeformAttention", 4)):
+        assert summary.fp16_nodes.get(op) == blocks and op not in summary.fp32_nodes, op
     assert set(summary.dat_position_inputs.values()) == {"float32"}
 
     batch = np.random.default_rng(0).normal(size=(2, 3, 224, 224)).astype(np.float32)
     with torch.no_grad():
         reference = create_model("dat_t")(torch.from_numpy(batch)).numpy()
-    options = ort.SessionOptions()
-    options.register_custom_ops_library(str(ort_library_path(build=True)))
-    session = ort.InferenceSession(converted.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    logits = session.run(None, {"input": batch})[0]
+    logits = plugin_session(converted).run(None, {"input": batch})[0]
     print(f"dat_t plugin fp16 on onnxruntime CPU vs PyTorch fp32: max abs {np.abs(logits - reference).max():.2e}")
     for i in range(len(batch)):
         assert _cosine(logits[i], reference[i]) >= 0.999

@@ -203,8 +203,9 @@ def test_missing_scale_is_reported(library):
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_runs_on_the_sessions_thread_pool_with_identical_results(library, threads):
-    """The kernels hand their chunks to onnxruntime's intra-op pool (KernelContext_ParallelFor): any
-    session thread count, including one and more threads than cores, gives the same bits."""
+    """Any session thread count, including one and more threads than cores, gives the same bits (the
+    kernels split their work over the session's pool; test_deform_attention_cpu checks that they start no
+    pool of their own)."""
     g = torch.Generator().manual_seed(5)
     qkv = torch.randn(2, 14, 14, 3 * 48, generator=g)
     bias = torch.randn(4, 3, 49, 49, generator=g) + shift_mask(14, 14, 7, 4)[:, None]

@@ -6,7 +6,7 @@ Facts that shape this module (shared/reference/onnxruntime.md):
   `linear` to nearest, and the dynamo exporter has no implementations below 18 (17 is
   down-converted by onnx);
 * the plugin flavour routes both sampling ops through torch custom ops that become `dat` nodes, and
-  in the fast layout the window attention of L / S blocks too (DATWindowAttention);
+  in the fast layout the attention cores too (DATWindowAttention, DATDeformAttention);
 * the `fast` layout (default) traces `ChannelsLastDAT`, the same weights run channels-last with
   tiled neighborhood attention; `official` traces the official module forward op for op.
 """

@@ -1,18 +1,19 @@
-"""The plugin export flavour: DAT's sampling and window-attention ops as torch custom ops that export to
+"""The plugin export flavour: DAT's sampling ops and attention cores as torch custom ops that export to
 `dat` ONNX nodes.
 
-* `dat::deform_sample(x, pos, groups)`, `dat::rel_pos_bias(table, pos, x, groups, convention)` and
-  `dat::window_attention(qkv, bias, heads, window, shift, scale)` are torch custom ops; their eager
-  implementation is the reference in dat_deploy.model.sampling / .windows, their fake (meta)
-  implementation gives the output shape, so torch.export traces through them.
-* `custom_translation_table()` maps them to `dat::DATDeformSample` / `dat::DATRelPosBias` /
-  `dat::DATWindowAttention` nodes for the dynamo exporter (onnxscript), with `plugin_version="1"` and
+* `dat::deform_sample(x, pos, groups)`, `dat::rel_pos_bias(table, pos, x, groups, convention)`,
+  `dat::window_attention(qkv, bias, heads, window, shift, scale)` and
+  `dat::deformable_attention(q, k, v, table, pos, heads, groups, convention, scale)` are torch custom ops;
+  their eager implementation is the reference in dat_deploy.model.sampling / .windows / .deformable, their
+  fake (meta) implementation gives the output shape, so torch.export traces through them.
+* `custom_translation_table()` maps them to `dat::DATDeformSample` / `DATRelPosBias` / `DATWindowAttention` /
+  `DATDeformAttention` nodes for the dynamo exporter (onnxscript), with `plugin_version="1"` and
   `plugin_namespace="dat"` so TensorRT's ONNX parser finds our IPluginV3 plugins by op_type;
   onnxruntime runs them with libdat_ort_ops.
 * Importing this module registers the ops' ONNX schemas (with type and shape inference), so
   onnx.checker and onnx.shape_inference accept plugin graphs.
 * `plugin_flavour()` routes a model's sampling calls (sampling.use_impl) and, in the channels-last
-  forward, its L / S blocks' attention (windows.use_impl) through the custom ops.
+  forward, its window attention and deformable attention cores (fused_ops.use_fused) through the custom ops.
 
 The written contract (shapes, conventions, edge behaviour) is plugins/README.md.
 """

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from dat_deploy.model import fused_ops, sampling, windows
+from dat_deploy.model import deformable, fused_ops, sampling, windows
 from dat_deploy.model.attention import DeformableAttention, LocalAttention, NeighborhoodAttention, ShiftWindowAttention
 from dat_deploy.model.layers import ConvFFN, LayerNormProxy, TransformerMLP
 from dat_deploy.model.neighborhood_tiles import tiled_neighborhood_attention
@@ -93,7 +93,7 @@ def fused_window_attention(attn: LocalAttention, x: torch.Tensor, impl) -> torch
 
 def deformable_attention(attn: DeformableAttention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     batch, height, width, channels = x.shape
-    heads, head_dim, groups = attn.heads, attn.head_channels, attn.groups
+    groups = attn.groups
     q = linear(x, attn.proj_q)
     # the offset network starts with a depthwise conv: channels-first per group, then back to channels-last
     q_groups = q.reshape(batch, height, width, groups, attn.group_channels).permute(0, 3, 4, 1, 2)
@@ -104,20 +104,11 @@ def deformable_attention(attn: DeformableAttention, x: torch.Tensor) -> tuple[to
     key_h, key_w = pos.shape[1], pos.shape[2]
     num_keys = key_h * key_w
 
-    x_first = to_channels_first(x)
-    sampled = sampling.deform_sample(x_first, pos, groups).reshape(batch, channels, num_keys).transpose(1, 2)
+    sampled = sampling.deform_sample(to_channels_first(x), pos, groups).reshape(batch, channels, num_keys).transpose(1, 2)
     k, v = linear(sampled, attn.proj_k), linear(sampled, attn.proj_v)  # (B, Nk, C)
-    fused_core = fused_ops.fused(fused_ops.DEFORMABLE_ATTENTION)
-    if fused_core is not None:  # bias sampling, q . k, softmax and P v in one op
-        out = fused_core(q, k, v, attn.rpe_table, pos, heads, groups, attn.convention, attn.scale)
-    else:
-        k = k.reshape(batch, num_keys, heads, head_dim).permute(0, 2, 3, 1)
-        v = v.reshape(batch, num_keys, heads, head_dim).transpose(1, 2)
-        q = q.reshape(batch, height * width, heads, head_dim).transpose(1, 2)
-        logits = (q @ k) * attn.scale
-        bias = sampling.rel_pos_bias(attn.rpe_table, pos, x_first, groups, attn.convention)
-        logits = logits + bias.reshape(batch, heads, height * width, num_keys)
-        out = (logits.softmax(dim=-1) @ v).transpose(1, 2).reshape(batch, height, width, channels)
+    # bias sampling, q . k, softmax and P v: one op in the plugin flavour, plain ops otherwise
+    core = fused_ops.fused(fused_ops.DEFORMABLE_ATTENTION) or deformable.deformable_attention_reference
+    out = core(q, k, v, attn.rpe_table, pos, attn.heads, groups, attn.convention, attn.scale)
     shape = (batch, groups, key_h, key_w, 2)
     return linear(out, attn.proj_out), pos.reshape(shape), reference.reshape(shape)
 

@@ -24,8 +24,9 @@ def deformable_attention_reference(
     k = k.reshape(batch, num_keys, heads, head_dim).permute(0, 2, 3, 1)  # (B, heads, d, Nk)
     v = v.reshape(batch, num_keys, heads, head_dim).transpose(1, 2)  # (B, heads, Nk, d)
     logits = (q @ k) * scale
-    # only the shape of the channels-first view is read: B and the query grid H x W
-    bias = sampling.rel_pos_bias_reference(table, pos, q.new_empty(1).expand(batch, channels, height, width),
-                                           groups, convention)
+    # Through the sampling contract, so that an export with only the sampling ops swapped (the official
+    # layout's plugin flavour, bench_ops's baseline) gets a DATRelPosBias node here. It reads only the
+    # shape of its x: B and the query grid H x W.
+    bias = sampling.rel_pos_bias(table, pos, q.new_empty(1).expand(batch, channels, height, width), groups, convention)
     logits = logits + bias.reshape(batch, heads, height * width, num_keys)
     return (logits.softmax(dim=-1) @ v).transpose(1, 2).reshape(batch, height, width, channels)

@@ -149,7 +149,9 @@ ScopedChunkRunner::~ScopedChunkRunner()
 
 int32_t numThreads()
 {
-    return pool().size();
+    // With a runner the pool size is the runner's business: split work as for our own pool (at least in
+    // two, in case the session has more threads than DAT_NUM_THREADS), and never start our own pool.
+    return tRunner != nullptr ? std::max<int32_t>(configuredThreads(), 2) : pool().size();
 }
 
 void parallelFor(int64_t n, int64_t grain, std::function<void(int64_t, int64_t)> const& body)
@@ -159,9 +161,7 @@ void parallelFor(int64_t n, int64_t grain, std::function<void(int64_t, int64_t)>
         return;
     }
     grain = std::max<int64_t>(grain, 1);
-    // With a runner the pool size is the runner's business: split as for our own pool, and a
-    // one-thread session simply runs the chunks in turn.
-    int32_t const threads = tRunner != nullptr ? std::max<int32_t>(configuredThreads(), 2) : numThreads();
+    int32_t const threads = numThreads(); // with a runner, a one-thread session runs the chunks in turn
     if (threads == 1 || n <= grain)
     {
         body(0, n);

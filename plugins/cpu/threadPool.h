@@ -35,6 +35,8 @@ private:
     void* mSavedContext;
 };
 
+// Threads to split work for: our pool's size, or with a ScopedChunkRunner a guess (DAT_NUM_THREADS or the
+// cores, at least 2) that starts no pool.
 int32_t numThreads();
 
 } // namespace cpu
