@@ -1,12 +1,15 @@
 // DATWindowAttention on the CPU. One unit of parallel work is one (image, window, head): its q (pre-scaled),
 // k (transposed, d x Tp) and v are gathered into small fp32 buffers (fp32 v and out rows are used in place), then
 // attendRows (attentionVectorMath.h: S = q k^T + bias, softmax, P v, in register tiles) writes O at the tokens'
-// pixels. Keys are padded to Tp (a multiple of the vector width): the bias reads -inf there, k = 0.
+// pixels. Keys are padded to Tp (a multiple of the vector width): the bias reads -inf there, k = 0. Outside the
+// AVX-512 fused path, fp32 qkv rows of a window are first copied into one contiguous block (whole rows stream in
+// with many loads in flight; per-head slices of scattered rows stalled q, k and v loads on cache misses).
 #include "windowAttentionCpu.h"
 
 #include "attentionVectorMath.h"
 #include "threadPool.h"
 
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -177,7 +180,8 @@ struct Scratch
     std::vector<float> inv; // (T): 1 / row sum
     std::vector<float> o;   // (T, dp): output rows when they cannot be stored in place
     std::vector<int64_t> pixel;
-    std::vector<int32_t> rowOffset; // pixel's qkv row within its image (for the k transpose)
+    std::vector<int32_t> rowOffset; // pixel's qkv row within its image, or within `packed` (for the k transpose)
+    std::vector<float> packed;       // (T, 3C): the window's qkv rows, contiguous (packWindows)
     std::vector<float const*> vRows; // v of token t: in qkv (fp32 in place) or in v
     std::vector<float*> outRows;
     std::vector<int64_t> nextPixel;   // the next window's pixels (fused path's prefetch)
@@ -228,8 +232,9 @@ void windowAttention(
 #else
     bool const fused = false;
 #endif
-    // The fused path prefetches each next unit's slices itself.
-    bool const prefetchWindows = gatherK && !fused;
+    // Outside the fused path (which prefetches each next unit's slices itself) a window's fp32 qkv rows are copied
+    // to one contiguous block once, and its heads read that.
+    bool const packWindows = gatherK && !fused;
     // Units (image, window, head), head fastest: neighbours read the same pixels' qkv rows.
     parallelFor(units, 1, [&](int64_t begin, int64_t end) {
         Scratch w;
@@ -241,6 +246,7 @@ void windowAttention(
         w.o.assign(direct ? 0 : static_cast<size_t>(tokens * dimsPad), 0.f);
         w.pixel.resize(static_cast<size_t>(tokens));
         w.rowOffset.resize(static_cast<size_t>(tokens));
+        w.packed.resize(packWindows ? static_cast<size_t>(tokens * qkvRow) : 0);
         w.vRows.resize(static_cast<size_t>(tokens));
         w.outRows.resize(static_cast<size_t>(tokens));
         w.nextPixel.resize(static_cast<size_t>(tokens));
@@ -261,7 +267,7 @@ void windowAttention(
             {
                 windowPixels(dm, image, plane, w.pixel.data());
                 pixelsOf = image;
-                if (prefetchWindows && (image + 1) * dm.heads < end)
+                if (packWindows && (image + 1) * dm.heads < end)
                 {
                     // The next window's qkv rows into L2 while this window's heads run: at batch 8 the first touch
                     // of the scattered rows held up the q, k and v loads (AVX2 machine: 1.03-1.18x per call).
@@ -277,41 +283,49 @@ void windowAttention(
                         }
                     }
                 }
-                if (gatherK)
+                for (int64_t t = 0; gatherK && t < tokens; ++t)
                 {
-                    for (int64_t t = 0; t < tokens; ++t)
+                    size_t const ts = static_cast<size_t>(t);
+                    if (packWindows)
                     {
-                        w.rowOffset[static_cast<size_t>(t)]
-                            = static_cast<int32_t>((w.pixel[static_cast<size_t>(t)] - b * plane) * qkvRow);
+                        std::memcpy(w.packed.data() + t * qkvRow, static_cast<float const*>(qkv) + w.pixel[ts] * qkvRow,
+                            static_cast<size_t>(qkvRow) * sizeof(float));
+                        w.rowOffset[ts] = static_cast<int32_t>(t * qkvRow);
+                    }
+                    else
+                    {
+                        w.rowOffset[ts] = static_cast<int32_t>((w.pixel[ts] - b * plane) * qkvRow);
                     }
                 }
             }
+            void const* const rows = packWindows ? static_cast<void const*>(w.packed.data()) : qkv;
             // Gather q (scaled), k (transposed) and v of head h; fp32 v (and out) rows are used in place.
             int64_t const headOffset = h * dims;
             for (int64_t t = 0; t < tokens; ++t)
             {
                 size_t const ts = static_cast<size_t>(t);
-                int64_t const row = w.pixel[ts] * qkvRow + headOffset;
-                loadRow(w.q.data() + t * dims, qkv, qkvType, row, dims, dm.scale);
+                int64_t const row = (packWindows ? t : w.pixel[ts]) * qkvRow + headOffset;
+                loadRow(w.q.data() + t * dims, rows, qkvType, row, dims, dm.scale);
                 if (direct)
                 {
-                    w.vRows[ts] = static_cast<float const*>(qkv) + row + 2 * dm.channels;
+                    w.vRows[ts] = static_cast<float const*>(rows) + row + 2 * dm.channels;
                     w.outRows[ts] = static_cast<float*>(out) + w.pixel[ts] * dm.channels + headOffset;
                     continue;
                 }
                 if (!gatherK)
                 {
-                    loadRow(kRow.data(), qkv, qkvType, row + dm.channels, dims, 1.f);
+                    loadRow(kRow.data(), rows, qkvType, row + dm.channels, dims, 1.f);
                     for (int64_t c = 0; c < dims; ++c)
                     {
                         w.kT[static_cast<size_t>(c * tokensPad + t)] = kRow[static_cast<size_t>(c)];
                     }
                 }
-                loadRow(w.v.data() + t * dimsPad, qkv, qkvType, row + 2 * dm.channels, dims, 1.f);
+                loadRow(w.v.data() + t * dimsPad, rows, qkvType, row + 2 * dm.channels, dims, 1.f);
             }
             if (gatherK)
             {
-                float const* base = static_cast<float const*>(qkv) + b * plane * qkvRow + dm.channels + headOffset;
+                float const* base = static_cast<float const*>(rows) + (packWindows ? 0 : b * plane * qkvRow) + dm.channels
+                    + headOffset;
                 transposeK(w.kT.data(), tokensPad, base, w.rowOffset.data(), tokens, dims);
             }
             // S starts as the (T, T) bias, -inf at the padded keys.
