@@ -94,3 +94,23 @@ def test_builds_of_old_sources_are_pruned_but_recent_ones_stay(tmp_path):
     os.utime(root / "old1", (now - 7000, now - 7000))
     assert [p.name for p in builder.prune_old_builds(keep, newest=1, grace_s=3600)] == ["old1", "recent"]
     assert sorted(p.name for p in root.iterdir()) == [".cpu.lock", "current"]
+
+
+# The CPU kernels pick a vector layer at compile time (attentionVectorMath.h): AVX-512, AVX2 + FMA, or portable.
+# A build only compiles the one its machine has, so each is checked here on any x86-64 host.
+INSTRUCTION_SETS = ["x86-64", "haswell", "skylake-avx512"]
+
+
+@pytest.mark.skipif(shutil.which("g++") is None or __import__("platform").machine() not in ("x86_64", "AMD64"),
+                    reason="needs g++ on an x86-64 host")
+@pytest.mark.parametrize("march", INSTRUCTION_SETS)
+def test_cpu_kernels_compile_for_every_vector_layer(march):
+    import subprocess
+
+    sources = sorted((builder.plugins_source_dir() / "cpu").glob("*.cpp"))
+    assert sources
+    for source in sources:
+        result = subprocess.run(
+            ["g++", "-std=gnu++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror", f"-march={march}", "-fopenmp-simd",
+             str(source)], capture_output=True, text=True)
+        assert result.returncode == 0, f"{source.name} with -march={march}:\n{result.stderr[-3000:]}"

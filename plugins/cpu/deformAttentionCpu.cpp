@@ -56,6 +56,20 @@ void axisTaps(float qc, float const* __restrict__ pc, int64_t keys, int32_t size
     }
 }
 
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+// One vector of bias: wy0 (wx0 a0 + wx1 b0) + wy1 (wx0 a1 + wx1 b1), from the corners (a, b: t[o], t[o+1]; 0, 1: the
+// row and the one below) and the weights at wx0.. (multiplies and adds kept apart, as the AVX-512 path always had).
+inline void storeBilinear(float* row, FloatVec a0, FloatVec b0, FloatVec a1, FloatVec b1, float const* wx0,
+    float const* wx1, float const* wy0, float const* wy1)
+{
+    FloatVec const x0 = vLoad(wx0);
+    FloatVec const x1 = vLoad(wx1);
+    FloatVec const top = vAdd(vMul(x0, a0), vMul(x1, b0));
+    FloatVec const bottom = vAdd(vMul(x0, a1), vMul(x1, b1));
+    vStore(row, vAdd(vMul(vLoad(wy0), top), vMul(vLoad(wy1), bottom)));
+}
+#endif
+
 // row[n] = the bias of key n for one query (its y and x taps) and one head's padded table plane;
 // row[n] = -inf for keys <= n < keysPad.
 __attribute__((noinline)) void biasRow(float const* __restrict__ t, int64_t pitch, int32_t const* __restrict__ oy,
@@ -81,12 +95,7 @@ __attribute__((noinline)) void biasRow(float const* __restrict__ t, int64_t pitc
         __m512 const b0 = _mm512_permutex2var_ps(r0Lo, odd, r0Hi);  // t[o + 1]
         __m512 const a1 = _mm512_permutex2var_ps(r1Lo, even, r1Hi);
         __m512 const b1 = _mm512_permutex2var_ps(r1Lo, odd, r1Hi);
-        __m512 const x0 = _mm512_loadu_ps(wx0 + n);
-        __m512 const x1 = _mm512_loadu_ps(wx1 + n);
-        __m512 const top = _mm512_add_ps(_mm512_mul_ps(x0, a0), _mm512_mul_ps(x1, b0));
-        __m512 const bottom = _mm512_add_ps(_mm512_mul_ps(x0, a1), _mm512_mul_ps(x1, b1));
-        _mm512_storeu_ps(row + n,
-            _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(wy0 + n), top), _mm512_mul_ps(_mm512_loadu_ps(wy1 + n), bottom)));
+        storeBilinear(row + n, a0, b0, a1, b1, wx0 + n, wx1 + n, wy0 + n, wy1 + n);
     }
 #elif defined(__AVX2__) && defined(__FMA__)
     // As above with 4 pairs per 64-bit gather: 8 keys take 4 gathers instead of 32 scalar loads.
@@ -111,12 +120,7 @@ __attribute__((noinline)) void biasRow(float const* __restrict__ t, int64_t pitc
         __m256 const b0 = _mm256_permute2f128_ps(r0Lo, r0Hi, 0x31); // t[o + 1]
         __m256 const a1 = _mm256_permute2f128_ps(r1Lo, r1Hi, 0x20);
         __m256 const b1 = _mm256_permute2f128_ps(r1Lo, r1Hi, 0x31);
-        __m256 const x0 = _mm256_loadu_ps(wx0 + n);
-        __m256 const x1 = _mm256_loadu_ps(wx1 + n);
-        __m256 const top = _mm256_add_ps(_mm256_mul_ps(x0, a0), _mm256_mul_ps(x1, b0));
-        __m256 const bottom = _mm256_add_ps(_mm256_mul_ps(x0, a1), _mm256_mul_ps(x1, b1));
-        _mm256_storeu_ps(row + n,
-            _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(wy0 + n), top), _mm256_mul_ps(_mm256_loadu_ps(wy1 + n), bottom)));
+        storeBilinear(row + n, a0, b0, a1, b1, wx0 + n, wx1 + n, wy0 + n, wy1 + n);
     }
 #endif
     for (; n < keys; ++n)

@@ -279,7 +279,7 @@ void windowAttention(
                         char const* row = data + w.nextPixel[static_cast<size_t>(t)] * rowBytes;
                         for (int64_t byte = 0; byte < rowBytes; byte += 64)
                         {
-                            _mm_prefetch(row + byte, _MM_HINT_T1);
+                            __builtin_prefetch(row + byte, 0, 2); // into L2 (T1)
                         }
                     }
                 }
