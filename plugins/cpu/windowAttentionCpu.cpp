@@ -184,7 +184,7 @@ struct Scratch
     std::vector<float> packed;       // (T, 3C): the window's qkv rows, contiguous (packWindows)
     std::vector<float const*> vRows; // v of token t: in qkv (fp32 in place) or in v
     std::vector<float*> outRows;
-    std::vector<int64_t> nextPixel;   // the next window's pixels (fused path's prefetch)
+    std::vector<int64_t> nextPixel;   // the next window's pixels (prefetches)
     std::vector<float const*> ahead;  // the next unit's q slices (fused path's prefetch)
 };
 
