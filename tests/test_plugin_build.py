@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import platform
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -101,12 +103,10 @@ def test_builds_of_old_sources_are_pruned_but_recent_ones_stay(tmp_path):
 INSTRUCTION_SETS = ["x86-64", "haswell", "skylake-avx512"]
 
 
-@pytest.mark.skipif(shutil.which("g++") is None or __import__("platform").machine() not in ("x86_64", "AMD64"),
+@pytest.mark.skipif(shutil.which("g++") is None or platform.machine() not in ("x86_64", "AMD64"),
                     reason="needs g++ on an x86-64 host")
 @pytest.mark.parametrize("march", INSTRUCTION_SETS)
 def test_cpu_kernels_compile_for_every_vector_layer(march):
-    import subprocess
-
     sources = sorted((builder.plugins_source_dir() / "cpu").glob("*.cpp"))
     assert sources
     for source in sources:

@@ -184,7 +184,7 @@ struct Scratch
     std::vector<float> packed;       // (T, 3C): the window's qkv rows, contiguous (packWindows)
     std::vector<float const*> vRows; // v of token t: in qkv (fp32 in place) or in v
     std::vector<float*> outRows;
-    std::vector<int64_t> nextPixel;   // the next window's pixels (prefetches)
+    std::vector<int64_t> nextPixel;   // the next window's pixels (fused path's prefetch)
     std::vector<float const*> ahead;  // the next unit's q slices (fused path's prefetch)
 };
 
@@ -267,22 +267,6 @@ void windowAttention(
             {
                 windowPixels(dm, image, plane, w.pixel.data());
                 pixelsOf = image;
-                if (packWindows && (image + 1) * dm.heads < end)
-                {
-                    // The next window's qkv rows into L2 while this window's heads run: at batch 8 the first touch
-                    // of the scattered rows held up the q, k and v loads (AVX2 machine: 1.03-1.18x per call).
-                    windowPixels(dm, image + 1, plane, w.nextPixel.data());
-                    char const* const data = static_cast<char const*>(qkv);
-                    int64_t const rowBytes = qkvRow * static_cast<int64_t>(sizeof(float));
-                    for (int64_t t = 0; t < tokens; ++t)
-                    {
-                        char const* row = data + w.nextPixel[static_cast<size_t>(t)] * rowBytes;
-                        for (int64_t byte = 0; byte < rowBytes; byte += 64)
-                        {
-                            __builtin_prefetch(row + byte, 0, 2); // into L2 (T1)
-                        }
-                    }
-                }
                 for (int64_t t = 0; gatherK && t < tokens; ++t)
                 {
                     size_t const ts = static_cast<size_t>(t);
@@ -290,12 +274,9 @@ void windowAttention(
                     {
                         std::memcpy(w.packed.data() + t * qkvRow, static_cast<float const*>(qkv) + w.pixel[ts] * qkvRow,
                             static_cast<size_t>(qkvRow) * sizeof(float));
-                        w.rowOffset[ts] = static_cast<int32_t>(t * qkvRow);
                     }
-                    else
-                    {
-                        w.rowOffset[ts] = static_cast<int32_t>((w.pixel[ts] - b * plane) * qkvRow);
-                    }
+                    // Row t in `packed`, or the pixel's row within its image.
+                    w.rowOffset[ts] = static_cast<int32_t>((packWindows ? t : w.pixel[ts] - b * plane) * qkvRow);
                 }
             }
             void const* const rows = packWindows ? static_cast<void const*>(w.packed.data()) : qkv;
