@@ -1,7 +1,9 @@
 """onnxruntime as a backend: CPU, CUDA and TensorRT execution providers, and our custom-op library.
 
 A graph that holds nodes of the `dat` domain (the plugin flavour) needs our custom-op library;
-it is built on first use and registered on the session automatically.
+it is built on first use and registered on the session automatically. On the CPU provider such a graph
+also gets the library's CPU-only ops in place of slower onnxruntime subgraphs (ort_cpu_fusions; the file
+on disk is not changed).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def resolve_providers(names: list[str] | None) -> list[str]:
 
 class OrtBackend:
     def __init__(self, onnx_path: str | Path, providers: list[str] | None = None, intra_op_threads: int | None = None,
-                 plugin_library: str | Path | None = None, enable_profiling: bool = False):
+                 plugin_library: str | Path | None = None, enable_profiling: bool = False, cpu_fusions: bool = True):
         import onnxruntime as ort
 
         self.path = Path(onnx_path)
@@ -76,8 +78,16 @@ class OrtBackend:
                 raise UserError(f"custom-op library {self.plugin_library} does not exist. Run `dat-deploy build-plugins`.")
             options.register_custom_ops_library(str(self.plugin_library))
         self.providers = resolve_providers(providers)
+        self.fusions: dict[str, int] = {}
+        source: str | bytes = str(self.path)
+        if self.plugin_library is not None and cpu_fusions and self.providers[0] == "CPUExecutionProvider":
+            from dat_deploy.runtime.ort_cpu_fusions import optimize_for_cpu
+
+            self.fusions = optimize_for_cpu(model)
+            if any(self.fusions.values()):
+                source = model.SerializeToString()
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=self.providers)
+            self.session = ort.InferenceSession(source, options, providers=self.providers)
         except Exception as exc:
             raise UserError(f"onnxruntime cannot load {self.path}: {str(exc).splitlines()[0]}") from exc
         self.input_name = self.session.get_inputs()[0].name

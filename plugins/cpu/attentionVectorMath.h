@@ -78,6 +78,7 @@ inline FloatVec vAdd(FloatVec a, FloatVec b) { return _mm512_add_ps(a, b); }
 inline FloatVec vSub(FloatVec a, FloatVec b) { return _mm512_sub_ps(a, b); }
 inline FloatVec vMul(FloatVec a, FloatVec b) { return _mm512_mul_ps(a, b); }
 inline FloatVec vMax(FloatVec a, FloatVec b) { return _mm512_max_ps(a, b); }
+inline FloatVec vDiv(FloatVec a, FloatVec b) { return _mm512_div_ps(a, b); }
 inline float vReduceMax(FloatVec v) { return _mm512_reduce_max_ps(v); }
 inline float vReduceAdd(FloatVec v) { return _mm512_reduce_add_ps(v); }
 // Lanes [0, n) from p, the rest `fill`; reads only the first n floats.
@@ -90,6 +91,11 @@ inline FloatVec vLoadPartial(float const* p, int n, float fill)
 inline FloatVec vKeepAtLeast(FloatVec a, FloatVec x, float lo)
 {
     return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, vSet(lo), _CMP_GE_OQ), a);
+}
+// below where x < lo, else otherwise (a NaN x takes otherwise).
+inline FloatVec vSelectBelow(FloatVec x, float lo, FloatVec below, FloatVec otherwise)
+{
+    return _mm512_mask_mov_ps(otherwise, _mm512_cmp_ps_mask(x, vSet(lo), _CMP_LT_OQ), below);
 }
 // x limited to [lo, hi] (NaN becomes lo).
 inline FloatVec vClamp(FloatVec x, float lo, float hi) { return _mm512_min_ps(_mm512_max_ps(x, vSet(lo)), vSet(hi)); }
@@ -124,6 +130,7 @@ inline FloatVec vAdd(FloatVec a, FloatVec b) { return _mm256_add_ps(a, b); }
 inline FloatVec vSub(FloatVec a, FloatVec b) { return _mm256_sub_ps(a, b); }
 inline FloatVec vMul(FloatVec a, FloatVec b) { return _mm256_mul_ps(a, b); }
 inline FloatVec vMax(FloatVec a, FloatVec b) { return _mm256_max_ps(a, b); }
+inline FloatVec vDiv(FloatVec a, FloatVec b) { return _mm256_div_ps(a, b); }
 inline float vReduceMax(FloatVec v)
 {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -147,6 +154,10 @@ inline FloatVec vLoadPartial(float const* p, int n, float fill)
 inline FloatVec vKeepAtLeast(FloatVec a, FloatVec x, float lo)
 {
     return _mm256_and_ps(_mm256_cmp_ps(x, vSet(lo), _CMP_GE_OQ), a);
+}
+inline FloatVec vSelectBelow(FloatVec x, float lo, FloatVec below, FloatVec otherwise)
+{
+    return _mm256_blendv_ps(otherwise, below, _mm256_cmp_ps(x, vSet(lo), _CMP_LT_OQ));
 }
 inline FloatVec vClamp(FloatVec x, float lo, float hi) { return _mm256_min_ps(_mm256_max_ps(x, vSet(lo)), vSet(hi)); }
 inline FloatVec vRoundNearest(FloatVec x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
@@ -175,9 +186,14 @@ inline FloatVec vAdd(FloatVec a, FloatVec b) { return a + b; }
 inline FloatVec vSub(FloatVec a, FloatVec b) { return a - b; }
 inline FloatVec vMul(FloatVec a, FloatVec b) { return a * b; }
 inline FloatVec vMax(FloatVec a, FloatVec b) { return a > b ? a : b; }
+inline FloatVec vDiv(FloatVec a, FloatVec b) { return a / b; }
 inline float vReduceMax(FloatVec v) { float m = v[0]; for (int i = 1; i < kVecWidth; ++i) m = v[i] > m ? v[i] : m; return m; }
 inline float vReduceAdd(FloatVec v) { float s = 0.f; for (int i = 0; i < kVecWidth; ++i) s += v[i]; return s; }
 inline FloatVec vKeepAtLeast(FloatVec a, FloatVec x, float lo) { return x >= vSet(lo) ? a : vZero(); }
+inline FloatVec vSelectBelow(FloatVec x, float lo, FloatVec below, FloatVec otherwise)
+{
+    return x < vSet(lo) ? below : otherwise;
+}
 inline FloatVec vLoadPartial(float const* p, int n, float fill)
 {
     FloatVec r = vSet(fill);

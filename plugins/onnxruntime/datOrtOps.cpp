@@ -3,6 +3,7 @@
 // SessionOptions.register_custom_ops_library(path), which calls RegisterCustomOps below.
 #include "ortAbi.h"
 
+#include "../cpu/biasGeluCpu.h"
 #include "../cpu/datSamplingCpu.h"
 #include "../cpu/threadPool.h"
 #include "../cpu/deformAttentionCpu.h"
@@ -27,6 +28,7 @@ enum class OpKind
     kRelPosBias,
     kWindowAttention,
     kDeformAttention,
+    kBiasGelu, // onnxruntime only: inserted by dat_deploy.runtime, never exported
 };
 
 // One registered (op, dtype combination). ORT picks the kernel whose input types match the graph.
@@ -147,6 +149,36 @@ OrtStatus* computeDeformSample(Kernel const& k, OrtKernelContext* context)
     DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(out, &outData));
     DeformSampleDims dims{x.dims[0], x.dims[1], x.dims[2], x.dims[3], k.groups, pos.dims[1], pos.dims[2]};
     cpu::deformSample(dims, xData, toDType(x.elementType), posData, toDType(pos.elementType), outData);
+    return nullptr;
+}
+
+OrtStatus* computeBiasGelu(Kernel const& k, OrtKernelContext* context)
+{
+    TensorView x, bias;
+    DAT_RETURN_IF_STATUS(readInput(k.api, context, 0, x));
+    DAT_RETURN_IF_STATUS(readInput(k.api, context, 1, bias));
+    int64_t const cols = x.dims.empty() ? 0 : x.dims.back();
+    if (x.dims.empty() || bias.dims.size() != 1 || bias.dims[0] != cols)
+    {
+        return invalid(k.api,
+            "DATBiasGelu: bias must be 1-D with the size of x's last axis; got x " + shapeText(x.dims) + ", bias "
+                + shapeText(bias.dims));
+    }
+    int64_t rows = 1;
+    for (size_t i = 0; i + 1 < x.dims.size(); ++i)
+    {
+        rows *= x.dims[i];
+    }
+    OrtValue* out = nullptr;
+    DAT_RETURN_IF_STATUS(k.api.kernelContextGetOutput(context, 0, x.dims.data(), x.dims.size(), &out));
+    void* xData = nullptr;
+    void* biasData = nullptr;
+    void* outData = nullptr;
+    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(const_cast<OrtValue*>(x.value), &xData));
+    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(const_cast<OrtValue*>(bias.value), &biasData));
+    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(out, &outData));
+    cpu::biasGelu(static_cast<float const*>(xData), static_cast<float const*>(biasData), static_cast<float*>(outData),
+        rows, cols);
     return nullptr;
 }
 
@@ -313,6 +345,7 @@ char const* opName(OrtCustomOp const* op)
     case OpKind::kRelPosBias: return "DATRelPosBias";
     case OpKind::kWindowAttention: return "DATWindowAttention";
     case OpKind::kDeformAttention: return "DATDeformAttention";
+    case OpKind::kBiasGelu: return "DATBiasGelu";
     }
     return "";
 }
@@ -335,7 +368,7 @@ size_t inputCount(OrtCustomOp const* op)
 int32_t inputType(OrtCustomOp const* op, size_t index)
 {
     // DeformSample: (x, pos); RelPosBias: (table, pos, x); WindowAttention: (qkv, bias);
-    // DeformAttention: (q, k, v, table, pos).
+    // DeformAttention: (q, k, v, table, pos); BiasGelu: (x, bias).
     if (self(op).kind == OpKind::kDeformAttention)
     {
         return index == 4 ? self(op).posType : index == 3 ? self(op).tableType : self(op).dataType;
@@ -460,6 +493,11 @@ OrtStatus* createKernel(OrtCustomOp const* op, OrtApi const* ortApi, OrtKernelIn
     {
         return createDeformAttentionKernel(api, info, kernelOut);
     }
+    if (self(op).kind == OpKind::kBiasGelu)
+    {
+        *kernelOut = new Kernel{api, OpKind::kBiasGelu, 0, 0, 0, 0, 0, 0.f};
+        return nullptr;
+    }
     int64_t groups = 0;
     OrtStatus* status = api.kernelInfoGetAttributeInt64(info, "groups", &groups);
     if (status != nullptr)
@@ -538,6 +576,7 @@ OrtStatus* computeKernel(void* kernelPtr, OrtKernelContext* context)
         case OpKind::kRelPosBias: return computeRelPosBias(k, context);
         case OpKind::kWindowAttention: return computeWindowAttention(k, context);
         case OpKind::kDeformAttention: return computeDeformAttention(k, context);
+        case OpKind::kBiasGelu: return computeBiasGelu(k, context);
         }
         return k.api.createStatus(kOrtFail, "libdat_ort_ops: unknown op");
     }
@@ -610,6 +649,7 @@ std::vector<DatCustomOp>& registeredOps()
                 }
             }
         }
+        list.push_back(makeOp(OpKind::kBiasGelu, kOrtElementFloat, kOrtElementFloat, kOrtElementFloat)); // fp32 only
         return list;
     }();
     return ops;

@@ -1,0 +1,144 @@
+"""Rewrites the onnxruntime backend applies to a plugin-flavour graph before a CPU session is made.
+
+They replace subgraphs with ops of our custom-op library that onnxruntime's CPU kernels run slower, and
+stay out of the exported ONNX: TensorRT fuses the same subgraphs itself, and an exported custom node would
+only stop it. The exported file is never changed; the session gets the rewritten copy.
+
+- `fuse_bias_gelu`: Add(x, 1-D fp32 bias) then the exact GELU as the exporter writes it (Div by sqrt 2, Erf,
+  Add 1, Mul, Mul 0.5) becomes one dat::DATBiasGelu. onnxruntime fuses the same pattern into its BiasGelu,
+  whose erf runs four lanes at a time: ours was 1.8-2.2x faster per call on DAT-T's MLP shapes (one thread,
+  AMD EPYC, AVX2), within 1.2e-6 of GELU in fp64. GELUs without such a bias (DAT++'s convolutional MLPs,
+  the offset networks) are left alone: between two Convs onnxruntime keeps its blocked NCHWc layout
+  through its own Gelu, and a custom node there costs two layout reorders (DAT-T++ was 0.93x with them).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+PLUGIN_DOMAIN = "dat"
+_SQRT2 = math.sqrt(2.0)
+
+
+class _Graph:
+    """Producer / consumer / constant lookups over one graph's nodes."""
+
+    def __init__(self, graph):
+        from onnx import numpy_helper
+
+        self.graph = graph
+        self.producer = {out: node for node in graph.node for out in node.output}
+        self.consumers: dict[str, list] = {}
+        for node in graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.outputs = {o.name for o in graph.output}
+        self.initializers = {i.name: i for i in graph.initializer}
+        self._to_array = numpy_helper.to_array
+
+    def constant(self, name: str) -> np.ndarray | None:
+        if name in self.initializers:
+            return self._to_array(self.initializers[name])
+        node = self.producer.get(name)
+        if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            return self._to_array(node.attribute[0].t)
+        return None
+
+    def is_scalar(self, name: str, value: float, dtype=None) -> bool:
+        array = self.constant(name)
+        return (array is not None and array.size == 1 and (dtype is None or array.dtype == dtype)
+                and math.isclose(float(array.ravel()[0]), value, rel_tol=1e-6))
+
+    def only_consumer(self, name: str, op_type: str):
+        """The single node reading `name`, if it is an `op_type` and `name` is not a graph output."""
+        readers = self.consumers.get(name, [])
+        if len(readers) != 1 or name in self.outputs or readers[0].op_type != op_type or readers[0].domain:
+            return None
+        return readers[0]
+
+    def other_input(self, node, name: str) -> str | None:
+        """The input of a two-input node that is not `name`."""
+        if len(node.input) != 2 or name not in node.input:
+            return None
+        return node.input[1] if node.input[0] == name else node.input[0]
+
+
+def _match_bias_gelu(g: _Graph, erf):
+    """The nodes of Add(x, bias) -> GELU around `erf`, and (x, bias, output), or None."""
+    div = g.producer.get(erf.input[0])
+    # An fp32 constant makes Div's other input fp32 too (ONNX Div takes one type): our kernels are fp32 only.
+    if div is None or div.op_type != "Div" or div.domain or not g.is_scalar(div.input[1], _SQRT2, np.float32):
+        return None
+    pre = div.input[0]  # x + bias
+    add_one = g.only_consumer(erf.output[0], "Add")
+    if add_one is None or not g.is_scalar(g.other_input(add_one, erf.output[0]) or "", 1.0):
+        return None
+    times_pre = g.only_consumer(add_one.output[0], "Mul")
+    if times_pre is None or g.other_input(times_pre, add_one.output[0]) != pre:
+        return None
+    half = g.only_consumer(times_pre.output[0], "Mul")
+    if half is None or not g.is_scalar(g.other_input(half, times_pre.output[0]) or "", 0.5):
+        return None
+    if pre in g.outputs or {id(n) for n in g.consumers.get(pre, [])} != {id(div), id(times_pre)}:
+        return None
+    if div.output[0] in g.outputs or len(g.consumers.get(div.output[0], [])) != 1:
+        return None
+    add_bias = g.producer.get(pre)
+    if add_bias is None or add_bias.op_type != "Add" or add_bias.domain:
+        return None
+    for x, bias in (add_bias.input, reversed(add_bias.input)):
+        array = g.constant(bias)
+        if array is not None and array.ndim == 1 and array.dtype == np.float32 and g.constant(x) is None:
+            return [add_bias, div, erf, add_one, times_pre, half], x, bias, half.output[0]
+    return None
+
+
+def fuse_bias_gelu(model) -> int:
+    """Rewrite every Add(x, bias) + exact GELU of `model`'s main graph into dat::DATBiasGelu, in place.
+
+    Only 1-D fp32 biases (the last axis of x: the kernel's contract) on fp32 data match. Returns the count.
+    """
+    from onnx import helper
+
+    g = _Graph(model.graph)
+    replaced: dict[int, object] = {}  # id(last node of a match) -> the new node
+    removed: set[int] = set()
+    for node in list(model.graph.node):
+        if node.op_type != "Erf" or node.domain:
+            continue
+        match = _match_bias_gelu(g, node)
+        if match is None:
+            continue
+        nodes, x, bias, output = match
+        removed.update(id(n) for n in nodes)
+        replaced[id(nodes[-1])] = helper.make_node(
+            "DATBiasGelu", [x, bias], [output], name=f"{nodes[-1].name or output}_DATBiasGelu", domain=PLUGIN_DOMAIN)
+    if not replaced:
+        return 0
+    # The new node takes the place of the pattern's last node, after its inputs' producers.
+    kept = [replaced.get(id(n), n) for n in model.graph.node if id(n) not in removed or id(n) in replaced]
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    if not any(op.domain == PLUGIN_DOMAIN for op in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(PLUGIN_DOMAIN, 1))
+    _drop_unused_initializers(model.graph)
+    return len(replaced)
+
+
+def _drop_unused_initializers(graph) -> None:
+    """The pattern's constants (sqrt 2, 1, 0.5) when nothing else reads them; onnxruntime warns about each."""
+    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    kept = [init for init in graph.initializer if init.name in used]
+    if len(kept) != len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+
+
+def optimize_for_cpu(model) -> dict[str, int]:
+    """Every rewrite of this module, in place; how many nodes of each op they made."""
+    return {"DATBiasGelu": fuse_bias_gelu(model)}
+
+
+__all__ = ["fuse_bias_gelu", "optimize_for_cpu"]
