@@ -181,12 +181,17 @@ def ort_op_profile(
     options.enable_profiling = True
     if intra_op_threads:
         options.intra_op_num_threads = intra_op_threads
+    source: str | bytes = str(onnx_path)
     if custom_op_library is not None:
+        from dat_deploy.runtime.onnxruntime_backend import load_onnx
+        from dat_deploy.runtime.ort_cpu_fusions import fused_session_model
+
         options.register_custom_ops_library(str(custom_op_library))
+        source = fused_session_model(load_onnx(onnx_path))[0] or source  # what OrtBackend runs on the CPU
     with tempfile.TemporaryDirectory(prefix="dat-deploy-ortprof-") as tmp:
         options.profile_file_prefix = str(Path(tmp) / "ort")
         try:
-            session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise UserError(f"onnxruntime cannot load {onnx_path} for op profiling: {exc}") from exc
         feeds = batch if isinstance(batch, dict) else {session.get_inputs()[0].name: batch}

@@ -81,11 +81,10 @@ class OrtBackend:
         self.fusions: dict[str, int] = {}
         source: str | bytes = str(self.path)
         if self.plugin_library is not None and cpu_fusions and self.providers[0] == "CPUExecutionProvider":
-            from dat_deploy.runtime.ort_cpu_fusions import optimize_for_cpu
+            from dat_deploy.runtime.ort_cpu_fusions import fused_session_model
 
-            self.fusions = optimize_for_cpu(model)
-            if any(self.fusions.values()):
-                source = model.SerializeToString()
+            fused, self.fusions = fused_session_model(model)
+            source = fused or source
         try:
             self.session = ort.InferenceSession(source, options, providers=self.providers)
         except Exception as exc:

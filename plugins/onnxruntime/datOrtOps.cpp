@@ -3,6 +3,7 @@
 // SessionOptions.register_custom_ops_library(path), which calls RegisterCustomOps below.
 #include "ortAbi.h"
 
+#include "../cpu/addLayerNormCpu.h"
 #include "../cpu/biasGeluCpu.h"
 #include "../cpu/datSamplingCpu.h"
 #include "../cpu/threadPool.h"
@@ -28,7 +29,8 @@ enum class OpKind
     kRelPosBias,
     kWindowAttention,
     kDeformAttention,
-    kBiasGelu, // onnxruntime only: inserted by dat_deploy.runtime, never exported
+    kBiasGelu, // kBiasGelu, kAddLayerNorm: onnxruntime only, inserted by dat_deploy.runtime, never exported
+    kAddLayerNorm,
 };
 
 // One registered (op, dtype combination). ORT picks the kernel whose input types match the graph.
@@ -51,6 +53,7 @@ struct Kernel
     int64_t window;
     int64_t shift;
     float scale;
+    float epsilon; // DATAddLayerNorm
 };
 
 struct TensorView
@@ -179,6 +182,49 @@ OrtStatus* computeBiasGelu(Kernel const& k, OrtKernelContext* context)
     DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(out, &outData));
     cpu::biasGelu(static_cast<float const*>(xData), static_cast<float const*>(biasData), static_cast<float*>(outData),
         rows, cols);
+    return nullptr;
+}
+
+OrtStatus* computeAddLayerNorm(Kernel const& k, OrtKernelContext* context)
+{
+    TensorView a, b, gamma, beta;
+    DAT_RETURN_IF_STATUS(readInput(k.api, context, 0, a));
+    DAT_RETURN_IF_STATUS(readInput(k.api, context, 1, b));
+    DAT_RETURN_IF_STATUS(readInput(k.api, context, 2, gamma));
+    DAT_RETURN_IF_STATUS(readInput(k.api, context, 3, beta));
+    int64_t const cols = a.dims.empty() ? 0 : a.dims.back();
+    if (a.dims.empty() || a.dims != b.dims)
+    {
+        return invalid(k.api,
+            "DATAddLayerNorm: a and b must have one shape of rank >= 1; got a " + shapeText(a.dims) + ", b "
+                + shapeText(b.dims));
+    }
+    if (gamma.dims != std::vector<int64_t>{cols} || beta.dims != std::vector<int64_t>{cols})
+    {
+        return invalid(k.api,
+            "DATAddLayerNorm: gamma and beta must be 1-D of a's last axis " + std::to_string(cols) + "; got gamma "
+                + shapeText(gamma.dims) + ", beta " + shapeText(beta.dims));
+    }
+    int64_t rows = 1;
+    for (size_t i = 0; i + 1 < a.dims.size(); ++i)
+    {
+        rows *= a.dims[i];
+    }
+    OrtValue* sum = nullptr;
+    OrtValue* y = nullptr;
+    DAT_RETURN_IF_STATUS(k.api.kernelContextGetOutput(context, 0, a.dims.data(), a.dims.size(), &sum));
+    DAT_RETURN_IF_STATUS(k.api.kernelContextGetOutput(context, 1, a.dims.data(), a.dims.size(), &y));
+    void* data[6] = {};
+    OrtValue const* values[4] = {a.value, b.value, gamma.value, beta.value};
+    for (int i = 0; i < 4; ++i)
+    {
+        DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(const_cast<OrtValue*>(values[i]), &data[i]));
+    }
+    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(sum, &data[4]));
+    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(y, &data[5]));
+    cpu::addLayerNorm(static_cast<float const*>(data[0]), static_cast<float const*>(data[1]),
+        static_cast<float const*>(data[2]), static_cast<float const*>(data[3]), k.epsilon, static_cast<float*>(data[4]),
+        static_cast<float*>(data[5]), rows, cols);
     return nullptr;
 }
 
@@ -346,6 +392,7 @@ char const* opName(OrtCustomOp const* op)
     case OpKind::kWindowAttention: return "DATWindowAttention";
     case OpKind::kDeformAttention: return "DATDeformAttention";
     case OpKind::kBiasGelu: return "DATBiasGelu";
+    case OpKind::kAddLayerNorm: return "DATAddLayerNorm";
     }
     return "";
 }
@@ -361,6 +408,7 @@ size_t inputCount(OrtCustomOp const* op)
     {
     case OpKind::kRelPosBias: return 3;
     case OpKind::kDeformAttention: return 5;
+    case OpKind::kAddLayerNorm: return 4;
     default: return 2;
     }
 }
@@ -368,7 +416,7 @@ size_t inputCount(OrtCustomOp const* op)
 int32_t inputType(OrtCustomOp const* op, size_t index)
 {
     // DeformSample: (x, pos); RelPosBias: (table, pos, x); WindowAttention: (qkv, bias);
-    // DeformAttention: (q, k, v, table, pos); BiasGelu: (x, bias).
+    // DeformAttention: (q, k, v, table, pos); BiasGelu: (x, bias); AddLayerNorm: (a, b, gamma, beta).
     if (self(op).kind == OpKind::kDeformAttention)
     {
         return index == 4 ? self(op).posType : index == 3 ? self(op).tableType : self(op).dataType;
@@ -376,9 +424,9 @@ int32_t inputType(OrtCustomOp const* op, size_t index)
     return index == 1 ? self(op).posType : self(op).dataType;
 }
 
-size_t outputCount(OrtCustomOp const*)
+size_t outputCount(OrtCustomOp const* op)
 {
-    return 1;
+    return self(op).kind == OpKind::kAddLayerNorm ? 2 : 1; // (sum, y)
 }
 
 int32_t outputType(OrtCustomOp const* op, size_t)
@@ -449,7 +497,7 @@ OrtStatus* createWindowAttentionKernel(Api const& api, OrtKernelInfo const* info
             std::string(op) + ": attribute shift must be in [0, window) = [0, " + std::to_string(window) + "), got "
                 + std::to_string(shift));
     }
-    *kernelOut = new Kernel{api, OpKind::kWindowAttention, 0, 0, heads, window, shift, scale};
+    *kernelOut = new Kernel{api, OpKind::kWindowAttention, 0, 0, heads, window, shift, scale, 0.f};
     return nullptr;
 }
 
@@ -478,7 +526,7 @@ OrtStatus* createDeformAttentionKernel(Api const& api, OrtKernelInfo const* info
         return invalid(api,
             std::string(op) + ": attribute convention must be 0 (DAT) or 1 (DAT++), got " + std::to_string(convention));
     }
-    *kernelOut = new Kernel{api, OpKind::kDeformAttention, groups, convention, heads, 0, 0, scale};
+    *kernelOut = new Kernel{api, OpKind::kDeformAttention, groups, convention, heads, 0, 0, scale, 0.f};
     return nullptr;
 }
 
@@ -495,7 +543,19 @@ OrtStatus* createKernel(OrtCustomOp const* op, OrtApi const* ortApi, OrtKernelIn
     }
     if (self(op).kind == OpKind::kBiasGelu)
     {
-        *kernelOut = new Kernel{api, OpKind::kBiasGelu, 0, 0, 0, 0, 0, 0.f};
+        *kernelOut = new Kernel{api, OpKind::kBiasGelu, 0, 0, 0, 0, 0, 0.f, 0.f};
+        return nullptr;
+    }
+    if (self(op).kind == OpKind::kAddLayerNorm)
+    {
+        float epsilon = 0.f;
+        OrtStatus* status = api.kernelInfoGetAttributeFloat(info, "epsilon", &epsilon);
+        if (status != nullptr)
+        {
+            api.releaseStatus(status);
+            return invalid(api, "DATAddLayerNorm: missing float attribute 'epsilon'");
+        }
+        *kernelOut = new Kernel{api, OpKind::kAddLayerNorm, 0, 0, 0, 0, 0, 0.f, epsilon};
         return nullptr;
     }
     int64_t groups = 0;
@@ -524,7 +584,7 @@ OrtStatus* createKernel(OrtCustomOp const* op, OrtApi const* ortApi, OrtKernelIn
                 "DATRelPosBias: attribute convention must be 0 (DAT) or 1 (DAT++), got " + std::to_string(convention));
         }
     }
-    *kernelOut = new Kernel{api, self(op).kind, groups, convention, 0, 0, 0, 0.f};
+    *kernelOut = new Kernel{api, self(op).kind, groups, convention, 0, 0, 0, 0.f, 0.f};
     return nullptr;
 }
 
@@ -577,6 +637,7 @@ OrtStatus* computeKernel(void* kernelPtr, OrtKernelContext* context)
         case OpKind::kWindowAttention: return computeWindowAttention(k, context);
         case OpKind::kDeformAttention: return computeDeformAttention(k, context);
         case OpKind::kBiasGelu: return computeBiasGelu(k, context);
+        case OpKind::kAddLayerNorm: return computeAddLayerNorm(k, context);
         }
         return k.api.createStatus(kOrtFail, "libdat_ort_ops: unknown op");
     }
@@ -649,7 +710,10 @@ std::vector<DatCustomOp>& registeredOps()
                 }
             }
         }
-        list.push_back(makeOp(OpKind::kBiasGelu, kOrtElementFloat, kOrtElementFloat, kOrtElementFloat)); // fp32 only
+        for (OpKind kind : {OpKind::kBiasGelu, OpKind::kAddLayerNorm}) // fp32 only
+        {
+            list.push_back(makeOp(kind, kOrtElementFloat, kOrtElementFloat, kOrtElementFloat));
+        }
         return list;
     }();
     return ops;

@@ -1,7 +1,8 @@
-"""DATBiasGelu: the onnxruntime-only op the CPU backend puts in place of Add(bias) + GELU in plugin graphs.
+"""DATBiasGelu and DATAddLayerNorm: the onnxruntime-only ops the CPU backend puts in place of Add(bias) + GELU
+and residual Add + LayerNorm in plugin graphs (dat_deploy.runtime.ort_cpu_fusions).
 
-The kernel against PyTorch's exact GELU in fp64; the graph rewrite against the graph it rewrites, in
-onnxruntime; and the backend's use of it on a whole DAT-T.
+The kernels against PyTorch (GELU in fp64, F.layer_norm); the graph rewrites against the graphs they rewrite,
+in onnxruntime; and the backend's use of them on a whole DAT-T.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from dat_deploy.export.graph_checks import op_histogram
 from dat_deploy.native import ort_library_path
 from dat_deploy.parity.inputs import random_case
 from dat_deploy.runtime import OrtBackend
-from dat_deploy.runtime.ort_cpu_fusions import fuse_bias_gelu
+from dat_deploy.runtime.ort_cpu_fusions import fuse_add_layer_norm, fuse_bias_gelu
 
 # Measured worst case over z in [-12, 12]: 9.3e-7 (negative tail, where 1 + erf cancels) and ~1 ulp where
 # |GELU| > 1; see plugins/cpu/biasGeluCpu.cpp.
 GELU_ATOL = 1.5e-6
 DAT_T_MLP_BLOCKS = 12
+DAT_T_RESIDUALS_INTO_LAYER_NORM = 21  # every residual Add but the three before a downsampling conv
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +41,16 @@ def _session(model: onnx.ModelProto, library: str | None) -> ort.InferenceSessio
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def _bias_gelu_node_model(shape: tuple[int, ...], bias_size: int) -> onnx.ModelProto:
+def _node_model(op_type: str, inputs: dict[str, list[int]], outputs: list[str], **attributes) -> onnx.ModelProto:
     graph = helper.make_graph(
-        [helper.make_node("DATBiasGelu", ["x", "bias"], ["y"], domain="dat")], "bias_gelu",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape)),
-         helper.make_tensor_value_info("bias", TensorProto.FLOAT, [bias_size])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+        [helper.make_node(op_type, list(inputs), outputs, domain="dat", **attributes)], op_type,
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in inputs.items()],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("dat", 1)])
+
+
+def _bias_gelu_node_model(shape: tuple[int, ...], bias_size: int) -> onnx.ModelProto:
+    return _node_model("DATBiasGelu", {"x": list(shape), "bias": [bias_size]}, ["y"])
 
 
 @pytest.mark.parametrize("shape", [(1, 8), (3, 13), (37, 389), (2, 5, 96), (4, 1536)])
@@ -129,11 +134,79 @@ def test_rewrite_fuses_only_what_the_kernel_computes(library):
     assert fuse_bias_gelu(rewritten) == 0  # nothing left to fuse
 
 
-def test_backend_fuses_dat_t_mlps_and_keeps_its_logits(export_once):
+@pytest.mark.parametrize("shape", [(1, 8), (3, 13), (2, 7, 96), (5, 768)])
+def test_add_layer_norm_kernel_matches_pytorch(library, shape):
+    rng = np.random.default_rng(sum(shape))
+    a, b = (rng.standard_normal(shape).astype(np.float32) * 3 + 1 for _ in range(2))
+    gamma, beta = (rng.standard_normal(shape[-1]).astype(np.float32) for _ in range(2))
+    model = _node_model("DATAddLayerNorm", {"a": list(shape), "b": list(shape), "gamma": [shape[-1]],
+                                            "beta": [shape[-1]]}, ["sum", "y"], epsilon=1e-5)
+    got_sum, got_y = _session(model, library).run(None, {"a": a, "b": b, "gamma": gamma, "beta": beta})
+    total = torch.from_numpy(a) + torch.from_numpy(b)
+    want_y = torch.nn.functional.layer_norm(total.double(), shape[-1:], torch.from_numpy(gamma).double(),
+                                            torch.from_numpy(beta).double(), eps=1e-5).numpy()
+    assert np.array_equal(got_sum, total.numpy())
+    assert np.abs(got_y - want_y).max() <= 2e-5 * max(1.0, float(np.abs(want_y).max()))
+
+
+def test_add_layer_norm_kernel_rejects_mismatched_shapes(library):
+    model = _node_model("DATAddLayerNorm", {"a": [2, 8], "b": [1, 8], "gamma": [8], "beta": [8]}, ["sum", "y"],
+                        epsilon=1e-5)
+    feeds = {"a": np.zeros((2, 8), np.float32), "b": np.zeros((1, 8), np.float32), "gamma": np.ones(8, np.float32),
+             "beta": np.zeros(8, np.float32)}
+    with pytest.raises(Exception, match=r"DATAddLayerNorm: a and b must have one shape of rank >= 1; got a \(2, 8\)"):
+        _session(model, library).run(None, feeds)
+
+
+def _residual_model(rng) -> onnx.ModelProto:
+    """Three residual Adds into LayerNorms: x + y (fused; its sum also feeds the next Add), a broadcast Add
+    (kept: not the kernel's contract) and one into a LayerNorm over axis 1 (kept)."""
+    norm = {"gamma": rng.standard_normal(16).astype(np.float32), "beta": rng.standard_normal(16).astype(np.float32),
+            "gamma2": rng.standard_normal(6).astype(np.float32), "row": rng.standard_normal(16).astype(np.float32)}
+    nodes = [
+        helper.make_node("Add", ["x", "y"], ["s1"]),
+        helper.make_node("LayerNormalization", ["s1", "gamma", "beta"], ["n1"], axis=-1, epsilon=1e-6),
+        helper.make_node("Add", ["s1", "n1"], ["s2"]),
+        helper.make_node("Add", ["s2", "row"], ["s3"]),
+        helper.make_node("LayerNormalization", ["s3", "gamma", "beta"], ["n3"], axis=-1),
+        helper.make_node("Add", ["s2", "n3"], ["s4"]),
+        helper.make_node("Transpose", ["s4"], ["t4"], perm=[1, 0]),
+        helper.make_node("Add", ["t4", "t4"], ["s5"]),
+        helper.make_node("LayerNormalization", ["s5", "gamma2", "gamma2"], ["n5"], axis=0),
+    ]
+    graph = helper.make_graph(
+        nodes, "residuals",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [6, 16]) for name in ("x", "y")],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("n1", "s4", "n5")],
+        [numpy_helper.from_array(value, name) for name, value in norm.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    return onnx.shape_inference.infer_shapes(model)  # the rewrite reads shapes from value_info, as exports have
+
+
+def test_add_layer_norm_rewrite_fuses_only_same_shape_last_axis(library):
+    rng = np.random.default_rng(4)
+    original = _residual_model(rng)
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(original)
+    assert fuse_add_layer_norm(rewritten) == 1
+    onnx.checker.check_model(rewritten)
+    ops = op_histogram(rewritten)
+    assert ops["dat::DATAddLayerNorm"] == 1 and ops["LayerNormalization"] == 2
+    feeds = {name: rng.standard_normal((6, 16)).astype(np.float32) for name in ("x", "y")}
+    for got, want in zip(_session(rewritten, library).run(None, feeds), _session(original, None).run(None, feeds)):
+        assert np.abs(got - want).max() <= 1e-5 * max(1.0, float(np.abs(want).max()))
+    without_shapes = onnx.ModelProto()
+    without_shapes.CopyFrom(original)
+    del without_shapes.graph.value_info[:]
+    assert fuse_add_layer_norm(without_shapes) == 0  # no shapes, no proof the Add does not broadcast
+
+
+def test_backend_fuses_dat_t_and_keeps_its_logits(export_once):
     path = export_once("dat_t", flavor="plugin").onnx_path
     fused = OrtBackend(path)
     plain = OrtBackend(path, cpu_fusions=False)
-    assert fused.fusions == {"DATBiasGelu": DAT_T_MLP_BLOCKS} and plain.fusions == {}
+    assert fused.fusions == {"DATBiasGelu": DAT_T_MLP_BLOCKS, "DATAddLayerNorm": DAT_T_RESIDUALS_INTO_LAYER_NORM}
+    assert plain.fusions == {}
     assert op_histogram(onnx.load(str(path)))["Erf"] == DAT_T_MLP_BLOCKS + 4  # the file on disk is untouched
     x = random_case(2, 224, 224, seed=5).batch
     a, b = fused.run(x)["logits"], plain.run(x)["logits"]
