@@ -116,22 +116,27 @@ def _mlp_like_model(rng) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
-def test_rewrite_fuses_only_what_the_kernel_computes(library):
-    rng = np.random.default_rng(3)
-    original = _mlp_like_model(rng)
+def _rewrite_and_compare(original: onnx.ModelProto, fuse, expected: int, feeds: dict, library: str,
+                         tolerance: float) -> onnx.ModelProto:
+    """Apply `fuse` to a copy of `original`: `expected` rewrites, a valid graph, the same outputs in onnxruntime
+    (within `tolerance` times the output's scale), and nothing left to rewrite. Returns the rewritten graph."""
     rewritten = onnx.ModelProto()
     rewritten.CopyFrom(original)
-    assert fuse_bias_gelu(rewritten) == 1
+    assert fuse(rewritten) == expected
     onnx.checker.check_model(rewritten)
+    got = _session(rewritten, library).run(None, feeds)
+    for a, b in zip(got, _session(original, None).run(None, feeds)):
+        assert np.abs(a - b).max() <= tolerance * max(1.0, float(np.abs(b).max()))
+    assert fuse(rewritten) == 0
+    return rewritten
+
+
+def test_rewrite_fuses_only_what_the_kernel_computes(library):
+    rng = np.random.default_rng(3)
+    feeds = {"x": rng.standard_normal((6, 24)).astype(np.float32) * 3}
+    rewritten = _rewrite_and_compare(_mlp_like_model(rng), fuse_bias_gelu, 1, feeds, library, GELU_ATOL)
     ops = op_histogram(rewritten)
     assert ops["dat::DATBiasGelu"] == 1 and ops["Erf"] == 2  # g2 feeds a graph output, g3 has no bias
-
-    x = rng.standard_normal((6, 24)).astype(np.float32) * 3
-    want = _session(original, None).run(None, {"x": x})
-    got = _session(rewritten, library).run(None, {"x": x})
-    for a, b in zip(got, want):
-        assert np.abs(a - b).max() <= GELU_ATOL * max(1.0, float(np.abs(b).max()))
-    assert fuse_bias_gelu(rewritten) == 0  # nothing left to fuse
 
 
 @pytest.mark.parametrize("shape", [(1, 8), (3, 13), (2, 7, 96), (5, 768)])
@@ -186,15 +191,9 @@ def _residual_model(rng) -> onnx.ModelProto:
 def test_add_layer_norm_rewrite_fuses_only_same_shape_last_axis(library):
     rng = np.random.default_rng(4)
     original = _residual_model(rng)
-    rewritten = onnx.ModelProto()
-    rewritten.CopyFrom(original)
-    assert fuse_add_layer_norm(rewritten) == 1
-    onnx.checker.check_model(rewritten)
-    ops = op_histogram(rewritten)
-    assert ops["dat::DATAddLayerNorm"] == 1 and ops["LayerNormalization"] == 2
     feeds = {name: rng.standard_normal((6, 16)).astype(np.float32) for name in ("x", "y")}
-    for got, want in zip(_session(rewritten, library).run(None, feeds), _session(original, None).run(None, feeds)):
-        assert np.abs(got - want).max() <= 1e-5 * max(1.0, float(np.abs(want).max()))
+    ops = op_histogram(_rewrite_and_compare(original, fuse_add_layer_norm, 1, feeds, library, 1e-5))
+    assert ops["dat::DATAddLayerNorm"] == 1 and ops["LayerNormalization"] == 2
     without_shapes = onnx.ModelProto()
     without_shapes.CopyFrom(original)
     del without_shapes.graph.value_info[:]

@@ -155,6 +155,17 @@ OrtStatus* computeDeformSample(Kernel const& k, OrtKernelContext* context)
     return nullptr;
 }
 
+// Rows of a tensor seen as (rows, last axis).
+int64_t leadingRows(std::vector<int64_t> const& dims)
+{
+    int64_t rows = 1;
+    for (size_t i = 0; i + 1 < dims.size(); ++i)
+    {
+        rows *= dims[i];
+    }
+    return rows;
+}
+
 OrtStatus* computeBiasGelu(Kernel const& k, OrtKernelContext* context)
 {
     TensorView x, bias;
@@ -167,11 +178,7 @@ OrtStatus* computeBiasGelu(Kernel const& k, OrtKernelContext* context)
             "DATBiasGelu: bias must be 1-D with the size of x's last axis; got x " + shapeText(x.dims) + ", bias "
                 + shapeText(bias.dims));
     }
-    int64_t rows = 1;
-    for (size_t i = 0; i + 1 < x.dims.size(); ++i)
-    {
-        rows *= x.dims[i];
-    }
+    int64_t const rows = leadingRows(x.dims);
     OrtValue* out = nullptr;
     DAT_RETURN_IF_STATUS(k.api.kernelContextGetOutput(context, 0, x.dims.data(), x.dims.size(), &out));
     void* xData = nullptr;
@@ -205,11 +212,7 @@ OrtStatus* computeAddLayerNorm(Kernel const& k, OrtKernelContext* context)
             "DATAddLayerNorm: gamma and beta must be 1-D of a's last axis " + std::to_string(cols) + "; got gamma "
                 + shapeText(gamma.dims) + ", beta " + shapeText(beta.dims));
     }
-    int64_t rows = 1;
-    for (size_t i = 0; i + 1 < a.dims.size(); ++i)
-    {
-        rows *= a.dims[i];
-    }
+    int64_t const rows = leadingRows(a.dims);
     OrtValue* sum = nullptr;
     OrtValue* y = nullptr;
     DAT_RETURN_IF_STATUS(k.api.kernelContextGetOutput(context, 0, a.dims.data(), a.dims.size(), &sum));
