@@ -50,6 +50,7 @@ class GatheredModel:
     needs_plugin: bool
     plugin_library: str | None = None  # path inside the container
     gpu: bool = False
+    cpu_fusions: dict[str, int] | None = None  # onnxruntime-only ops put into the served graph
 
 
 @dataclass
@@ -282,6 +283,11 @@ def gather(
     if preload:
         notes.append("the TensorRT plugin must be built against the TensorRT version inside the Triton image; "
                      "pick the image release whose TensorRT matches (--image).")
+    for m in gathered:
+        if m.cpu_fusions:
+            made = ", ".join(f"{n} {op}" for op, n in m.cpu_fusions.items())
+            notes.append(f"{m.name}: the repository's graph has onnxruntime-only CPU ops in place of slower subgraphs "
+                         f"({made}), as dat-deploy's onnxruntime backend runs it; the ops are CPU kernels.")
     if any(m.kind == _ORT and m.plugin_library for m in gathered):
         notes.append("the onnxruntime custom-op library is loaded by the container's onnxruntime backend: "
                      "build it on a system with a glibc no newer than the container's.")
@@ -300,6 +306,7 @@ def _copy_model(folder: Path, config, kind: str, needs_plugin: bool, library: Pa
         if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)
     }
     container_library = None
+    fusions = _fuse_for_onnxruntime_cpu(files) if kind == _ORT and needs_plugin else None
     if library is not None:
         files[library.name] = library.read_bytes()
         container_library = f"{CONTAINER_REPOSITORY}/{name}/{library.name}"
@@ -312,7 +319,28 @@ def _copy_model(folder: Path, config, kind: str, needs_plugin: bool, library: Pa
     files["config.pbtxt"] = text.encode("utf-8")
     write_model_folder(output, name, files, overwrite=overwrite)  # staged, then renamed into place
     gpu = kind == _TRT or any(group.kind == group.KIND_GPU for group in config.instance_group)
-    return GatheredModel(name, kind, target, needs_plugin, container_library, gpu)
+    return GatheredModel(name, kind, target, needs_plugin, container_library, gpu, fusions)
+
+
+def _fuse_for_onnxruntime_cpu(files: dict[str, bytes]) -> dict[str, int] | None:
+    """The CPU rewrites dat-deploy's own onnxruntime backend applies (DATBiasGelu, DATAddLayerNorm), done on the
+    repository's copies of the plugin-flavour graphs so that Triton serves what `dat-deploy profile` measured.
+    The exported folder stays as it is. Returns the counts (summed over versions), or None if nothing matched."""
+    import onnx
+
+    from dat_deploy.runtime.ort_cpu_fusions import fused_session_model
+
+    total: dict[str, int] = {}
+    for relative, data in files.items():
+        if not relative.endswith(".onnx"):
+            continue
+        fused, counts = fused_session_model(onnx.load_from_string(data))
+        if fused is not None:
+            files[relative] = fused
+            for op, n in counts.items():
+                if n:
+                    total[op] = total.get(op, 0) + n
+    return total or None
 
 
 def serve_command(repository: Path, image: str, preload: Sequence[str], gpu: bool) -> str:

@@ -81,6 +81,41 @@ def test_gather_standard_onnx(tmp_path):
     assert argv[-2:] == ["tritonserver", "--model-repository=/models"]
 
 
+def test_plugin_onnx_is_served_with_the_cpu_fusions(tmp_path):
+    """The repository's copy gets the rewrites dat-deploy's onnxruntime backend makes; the export stays as it is."""
+    import math
+
+    import numpy as np
+    from onnx import numpy_helper
+
+    models = tmp_path / "models"
+    folder = _model_folder(models, "dat_t_plugin", plugin=True)
+    exported = onnx.load(str(folder / "1" / "model.onnx"))
+    gelu = [  # Add(bias) + GELU as the exporter writes it, on the logits
+        helper.make_node("Add", ["pooled", "bias"], ["pre"]),
+        helper.make_node("Div", ["pre", "sqrt2"], ["div"]),
+        helper.make_node("Erf", ["div"], ["erf"]),
+        helper.make_node("Add", ["erf", "one"], ["plus1"]),
+        helper.make_node("Mul", ["pre", "plus1"], ["mul"]),
+        helper.make_node("Mul", ["mul", "half"], ["logits"]),
+    ]
+    exported.graph.node[-1].output[0] = "pooled"
+    exported.graph.node.extend(gelu)
+    for name, value in (("bias", np.arange(3, dtype=np.float32)), ("sqrt2", np.float32(math.sqrt(2))),
+                        ("one", np.float32(1)), ("half", np.float32(0.5))):
+        exported.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+    onnx.save(exported, str(folder / "1" / "model.onnx"))
+    lib = tmp_path / "libdat_ort_ops.so"
+    lib.write_bytes(b"\x7fELF fake")
+
+    result = gather([], tmp_path / "repo", models_root=models, ort_ops_library=lib)
+    served = onnx.load(str(tmp_path / "repo" / "dat_t_plugin" / "1" / "model.onnx"))
+    assert [n.op_type for n in served.graph.node] == ["DATDeformSample", "ReduceMean", "DATBiasGelu"]
+    assert "Erf" in [n.op_type for n in onnx.load(str(folder / "1" / "model.onnx")).graph.node]
+    assert result.models[0].cpu_fusions == {"DATBiasGelu": 1}
+    assert any("1 DATBiasGelu" in note for note in result.notes)
+
+
 def test_plugin_onnx_gets_its_op_library(tmp_path):
     models = tmp_path / "models"
     _model_folder(models, "dat_t_plugin", plugin=True)
