@@ -164,8 +164,8 @@ def test_add_layer_norm_kernel_rejects_mismatched_shapes(library):
 
 
 def _residual_model(rng) -> onnx.ModelProto:
-    """Three residual Adds into LayerNorms: x + y (fused; its sum also feeds the next Add), a broadcast Add
-    (kept: not the kernel's contract) and one into a LayerNorm over axis 1 (kept)."""
+    """Residual Adds into LayerNorms: x + y (fused; its sum also feeds the next Add), a broadcast Add (kept: not
+    the kernel's contract), one into two LayerNorms (one fuses) and one into a LayerNorm over axis 0 (kept)."""
     norm = {"gamma": rng.standard_normal(16).astype(np.float32), "beta": rng.standard_normal(16).astype(np.float32),
             "gamma2": rng.standard_normal(6).astype(np.float32), "row": rng.standard_normal(16).astype(np.float32)}
     nodes = [
@@ -175,6 +175,9 @@ def _residual_model(rng) -> onnx.ModelProto:
         helper.make_node("Add", ["s2", "row"], ["s3"]),
         helper.make_node("LayerNormalization", ["s3", "gamma", "beta"], ["n3"], axis=-1),
         helper.make_node("Add", ["s2", "n3"], ["s4"]),
+        helper.make_node("Add", ["x", "s4"], ["s6"]),  # one sum into two LayerNorms: one of them fuses
+        helper.make_node("LayerNormalization", ["s6", "gamma", "beta"], ["n6a"], axis=-1),
+        helper.make_node("LayerNormalization", ["s6", "beta", "gamma"], ["n6b"], axis=-1),
         helper.make_node("Transpose", ["s4"], ["t4"], perm=[1, 0]),
         helper.make_node("Add", ["t4", "t4"], ["s5"]),
         helper.make_node("LayerNormalization", ["s5", "gamma2", "gamma2"], ["n5"], axis=0),
@@ -182,7 +185,7 @@ def _residual_model(rng) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes, "residuals",
         [helper.make_tensor_value_info(name, TensorProto.FLOAT, [6, 16]) for name in ("x", "y")],
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("n1", "s4", "n5")],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("n1", "s4", "n5", "n6a", "n6b")],
         [numpy_helper.from_array(value, name) for name, value in norm.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     return onnx.shape_inference.infer_shapes(model)  # the rewrite reads shapes from value_info, as exports have
@@ -192,8 +195,8 @@ def test_add_layer_norm_rewrite_fuses_only_same_shape_last_axis(library):
     rng = np.random.default_rng(4)
     original = _residual_model(rng)
     feeds = {name: rng.standard_normal((6, 16)).astype(np.float32) for name in ("x", "y")}
-    ops = op_histogram(_rewrite_and_compare(original, fuse_add_layer_norm, 1, feeds, library, 1e-5))
-    assert ops["dat::DATAddLayerNorm"] == 1 and ops["LayerNormalization"] == 2
+    ops = op_histogram(_rewrite_and_compare(original, fuse_add_layer_norm, 2, feeds, library, 1e-5))
+    assert ops["dat::DATAddLayerNorm"] == 2 and ops["LayerNormalization"] == 3
     without_shapes = onnx.ModelProto()
     without_shapes.CopyFrom(original)
     del without_shapes.graph.value_info[:]

@@ -192,7 +192,7 @@ def fuse_add_layer_norm(model) -> int:
         if node.op_type != "LayerNormalization" or node.domain:
             continue
         match = _match_add_layer_norm(g, node)
-        if match is not None:
+        if match is not None and id(match[0]) not in at_add:  # an Add feeding two LayerNorms fuses with one
             add, fused = match
             at_add[id(add)] = fused
             removed.add(id(node))
