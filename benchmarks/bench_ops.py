@@ -8,7 +8,7 @@ partition, roll back); shapes: DAT-T's L and S blocks at 224 (window 7, head dim
 For DATDeformAttention it is the graph the plugin flavour exported before that op existed:
 `deformable_attention_reference` with its bias as a DATRelPosBias node (our op too) and the rest in plain
 ops (Transposes, MatMul, Mul, Add, Softmax, MatMul); shapes: the deformable stages above (head dim 32).
-One run, one machine; ratios are standard / plugin.
+One run, one machine, the two graphs called in turn; ratios are standard / plugin.
 
     python benchmarks/bench_ops.py [--batches 1 8] [--repeat 20] [--threads N] [--ops DATWindowAttention]
 
@@ -230,15 +230,19 @@ def session(model: bytes, library: str | None, threads: int) -> ort.InferenceSes
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def median_ms(fn, repeat: int, warmup: int = 3) -> float:
+def interleaved_median_ms(fns: dict, repeat: int, warmup: int = 3) -> dict[str, float]:
+    """Median ms of each callable, called in turn round by round: a machine whose speed drifts (shared
+    cores, frequency) then slows every contender alike, and their ratio holds."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:
@@ -286,14 +290,15 @@ def main() -> None:
 
 
 def _time_pair(table, op, stage, batch, feeds, plugin, standard, library, args, standard_library=False) -> None:
-    runs = {}
+    calls = {}
     outputs = {}
     for name, model, lib in (("standard", standard, library if standard_library else None), ("plugin", plugin, library)):
         sess = session(model, lib, args.threads)
         names = {i.name for i in sess.get_inputs()}
         inputs = {k: v for k, v in feeds.items() if k in names}
         outputs[name] = sess.run(None, inputs)[0]
-        runs[name] = median_ms(lambda: sess.run(None, inputs), args.repeat)
+        calls[name] = lambda sess=sess, inputs=inputs: sess.run(None, inputs)
+    runs = interleaved_median_ms(calls, args.repeat)
     diff = float(np.abs(outputs["standard"] - outputs["plugin"]).max())
     table.add_row(op, stage.name, str(batch), f"{runs['standard']:.3f}", f"{runs['plugin']:.3f}",
                   f"{runs['standard'] / runs['plugin']:.2f}x", f"{diff:.1e}")
