@@ -46,6 +46,9 @@ def model_config(
             [b for b in (preferred_batch_sizes or []) if b <= max_batch_size])
     if op_library:
         config.model_operations.op_library_filename.append(op_library)
+        # Our onnxruntime custom ops are CPU kernels: on a GPU instance onnxruntime would copy every tensor
+        # to and from each of them. (Triton picks a GPU instance by default where it sees one.)
+        config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_CPU, count=1)
     return config
 
 
