@@ -169,6 +169,8 @@ def _match_add_layer_norm(g: _Graph, norm):
     shapes = [g.shape_and_type(name) for name in (*add.input, add.output[0])]
     if any(s is None or s[0] is None or s[1] != TensorProto.FLOAT for s in shapes) or len({s[0] for s in shapes}) != 1:
         return None  # a broadcast, a non-fp32 or an unknown shape
+    if any(name not in g.initializers for name in norm.input[1:]):
+        return None  # the fused node takes the Add's place: a Constant node later in the graph would come too late
     gamma, beta = (g.constant(name) for name in norm.input[1:])
     columns = shapes[0][0][-1]
     if any(c is None or c.shape != (columns,) or c.dtype != np.float32 for c in (gamma, beta)):
