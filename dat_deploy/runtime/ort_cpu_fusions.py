@@ -21,7 +21,8 @@ import math
 
 import numpy as np
 
-PLUGIN_DOMAIN = "dat"
+from dat_deploy.runtime.onnxruntime_backend import PLUGIN_DOMAIN
+
 _SQRT2 = math.sqrt(2.0)
 
 
@@ -51,12 +52,12 @@ class _Graph:
         return None
 
     def shape_and_type(self, name: str) -> tuple[tuple, int] | None:
-        """(dims as values or symbols, element type) from value_info, or None if unknown."""
+        """(dims as values or symbols, element type) from value_info, or None unless every dim is known."""
         tensor = self.tensor_types.get(name)
         if tensor is None or not tensor.HasField("shape"):
             return None
         dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim)
-        return (None, 0) if None in dims else (dims, tensor.elem_type)
+        return None if None in dims else (dims, tensor.elem_type)
 
     def is_scalar(self, name: str, value: float, dtype=None) -> bool:
         array = self.constant(name)
@@ -167,7 +168,7 @@ def _match_add_layer_norm(g: _Graph, norm):
     if add is None or add.op_type != "Add" or add.domain or len(add.input) != 2:
         return None
     shapes = [g.shape_and_type(name) for name in (*add.input, add.output[0])]
-    if any(s is None or s[0] is None or s[1] != TensorProto.FLOAT for s in shapes) or len({s[0] for s in shapes}) != 1:
+    if any(s is None or s[1] != TensorProto.FLOAT for s in shapes) or len({s[0] for s in shapes}) != 1:
         return None  # a broadcast, a non-fp32 or an unknown shape
     if any(name not in g.initializers for name in norm.input[1:]):
         return None  # the fused node takes the Add's place: a Constant node later in the graph would come too late

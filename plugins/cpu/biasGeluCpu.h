@@ -13,8 +13,5 @@ namespace cpu
 // x, y (rows, cols), bias (cols); y may not alias x. fp32.
 void biasGelu(float const* x, float const* bias, float* y, int64_t rows, int64_t cols);
 
-// The scalar form of the same approximation (row tails shorter than a vector use it).
-float gelu(float x);
-
 } // namespace cpu
 } // namespace dat
