@@ -323,8 +323,8 @@ def _copy_model(folder: Path, config, kind: str, needs_plugin: bool, library: Pa
 
 
 def _fuse_for_onnxruntime_cpu(files: dict[str, bytes]) -> dict[str, int] | None:
-    """The CPU rewrites dat-deploy's own onnxruntime backend applies (DATBiasGelu, DATAddLayerNorm), done on the
-    repository's copies of the plugin-flavour graphs so that Triton serves what `dat-deploy profile` measured.
+    """The CPU rewrites dat-deploy's own onnxruntime backend applies (DATBiasGelu, DATAddLayerNorm, DATGemm), done
+    on the repository's copies of the plugin-flavour graphs so that Triton serves what `dat-deploy profile` measured.
     The exported folder stays as it is. Returns the counts (summed over versions), or None if nothing matched."""
     import onnx
 

@@ -1,8 +1,9 @@
-"""DATBiasGelu and DATAddLayerNorm: the onnxruntime-only ops the CPU backend puts in place of Add(bias) + GELU
-and residual Add + LayerNorm in plugin graphs (dat_deploy.runtime.ort_cpu_fusions).
+"""DATBiasGelu, DATAddLayerNorm and DATGemm: the onnxruntime-only ops the CPU backend puts in place of
+Add(bias) + GELU, residual Add + LayerNorm and small-weight Gemms in plugin graphs
+(dat_deploy.runtime.ort_cpu_fusions).
 
-The kernels against PyTorch (GELU in fp64, F.layer_norm); the graph rewrites against the graphs they rewrite,
-in onnxruntime; and the backend's use of them on a whole DAT-T.
+The kernels against PyTorch (GELU in fp64, F.layer_norm) and numpy (x W^T + b in fp64); the graph rewrites
+against the graphs they rewrite, in onnxruntime; and the backend's use of them on a whole DAT-T.
 """
 
 from __future__ import annotations
@@ -20,13 +21,16 @@ from dat_deploy.export.graph_checks import op_histogram
 from dat_deploy.native import ort_library_path
 from dat_deploy.parity.inputs import random_case
 from dat_deploy.runtime import OrtBackend
-from dat_deploy.runtime.ort_cpu_fusions import fuse_add_layer_norm, fuse_bias_gelu
+from dat_deploy.runtime import ort_cpu_fusions
+from dat_deploy.runtime.ort_cpu_fusions import fuse_add_layer_norm, fuse_bias_gelu, fuse_small_gemms
 
 # Measured worst case over z in [-12, 12]: 9.3e-7 (negative tail, where 1 + erf cancels) and ~1 ulp where
 # |GELU| > 1; see plugins/cpu/biasGeluCpu.cpp.
 GELU_ATOL = 1.5e-6
 DAT_T_MLP_BLOCKS = 12
 DAT_T_RESIDUALS_INTO_LAYER_NORM = 21  # every residual Add but the three before a downsampling conv
+# Every Gemm but stage 4's qkv, fc1, fc2 and (768, 768) projections (7), the head and the 4 offset projections (N 2)
+DAT_T_SMALL_GEMMS = 46
 
 
 @pytest.fixture(scope="module")
@@ -207,9 +211,90 @@ def test_backend_fuses_dat_t_and_keeps_its_logits(export_once):
     path = export_once("dat_t", flavor="plugin").onnx_path
     fused = OrtBackend(path)
     plain = OrtBackend(path, cpu_fusions=False)
-    assert fused.fusions == {"DATBiasGelu": DAT_T_MLP_BLOCKS, "DATAddLayerNorm": DAT_T_RESIDUALS_INTO_LAYER_NORM}
+    assert fused.fusions == {"DATBiasGelu": DAT_T_MLP_BLOCKS, "DATAddLayerNorm": DAT_T_RESIDUALS_INTO_LAYER_NORM,
+                             "DATGemm": DAT_T_SMALL_GEMMS}
     assert plain.fusions == {}
     assert op_histogram(onnx.load(str(path)))["Erf"] == DAT_T_MLP_BLOCKS + 4  # the file on disk is untouched
     x = random_case(2, 224, 224, seed=5).batch
     a, b = fused.run(x)["logits"], plain.run(x)["logits"]
     assert np.abs(a - b).max() <= 1e-5
+
+
+def _gemm_node_model(x_shape: list[int], weight: np.ndarray, bias: np.ndarray, weight_as_input: bool = False):
+    """One DATGemm; the weight an initializer (the op's contract) or, to test the error, a graph input."""
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)]
+    initializers = [numpy_helper.from_array(bias, "bias")]
+    if weight_as_input:
+        inputs.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, list(weight.shape)))
+    else:
+        initializers.append(numpy_helper.from_array(weight, "w"))
+    graph = helper.make_graph([helper.make_node("DATGemm", ["x", "w", "bias"], ["y"], domain="dat")], "gemm", inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("dat", 1)])
+
+
+# Rows not a multiple of the 6-row tile, columns not of the 16/32-wide panel, K over one (300, 513: two and three)
+# 256-deep block, and a 3-D x.
+@pytest.mark.parametrize("x_shape, n", [([1, 32], 32), ([7, 40], 33), ([13, 300], 48), ([50, 513], 70),
+                                        ([2, 5, 96], 96), ([61, 96], 288)])
+def test_gemm_kernel_matches_numpy(library, x_shape, n):
+    rng = np.random.default_rng(n + x_shape[-1])
+    k = x_shape[-1]
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    weight = (rng.standard_normal((n, k)) / math.sqrt(k)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    got = _session(_gemm_node_model(x_shape, weight, bias), library).run(None, {"x": x})[0]
+    want = x.astype(np.float64) @ weight.T.astype(np.float64) + bias
+    assert got.shape == (*x_shape[:-1], n)
+    assert np.abs(got - want).max() <= 1e-5
+
+
+def test_gemm_kernel_rejects_x_of_the_wrong_width(library):
+    session = _session(_gemm_node_model([None, None], np.ones((32, 16), np.float32), np.zeros(32, np.float32)), library)
+    with pytest.raises(Exception, match=r"DATGemm: x's last axis must be the weight's K = 16; got x \(3, 8\)"):
+        session.run(None, {"x": np.zeros((3, 8), np.float32)})
+
+
+def test_gemm_needs_a_constant_weight(library):
+    # DATGemm packs its weight when the session is made; a weight fed at run time cannot be packed then
+    model = _gemm_node_model([4, 16], np.ones((32, 16), np.float32), np.zeros(32, np.float32), weight_as_input=True)
+    with pytest.raises(Exception, match="DATGemm: the weight \\(input 1\\) must be a constant initializer"):
+        _session(model, library)
+
+
+def _gemms_model(rng) -> onnx.ModelProto:
+    """Gemms the rewrite takes (with a bias; without one) and ones it leaves: a weight over GEMM_MAX_WEIGHTS
+    (patched small), one not transposed, one fed at run time, one too narrow, one with a broadcast bias."""
+    def weight(n, k):
+        return (rng.standard_normal((n, k)) / math.sqrt(k)).astype(np.float32)
+
+    initializers = {"w1": weight(48, 40), "b1": rng.standard_normal(48).astype(np.float32), "w2": weight(40, 48),
+                    "w_big": weight(64, 40), "w_plain": weight(48, 40).T.copy(), "w_narrow": weight(8, 40),
+                    "b_row": rng.standard_normal((1, 48)).astype(np.float32)}
+    nodes = [
+        helper.make_node("Gemm", ["x", "w1", "b1"], ["h1"], transB=1),  # fused
+        helper.make_node("Gemm", ["h1", "w2"], ["h2"], transB=1),  # fused, with a zero bias
+        helper.make_node("Gemm", ["h2", "w_big"], ["y_big"], transB=1),
+        helper.make_node("Gemm", ["h2", "w_plain"], ["y_plain"]),
+        helper.make_node("Gemm", ["h2", "w_fed"], ["y_fed"], transB=1),
+        helper.make_node("Gemm", ["h2", "w_narrow"], ["y_narrow"], transB=1),
+        helper.make_node("Gemm", ["h2", "w1", "b_row"], ["y_row"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "gemms",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", 40]),
+         helper.make_tensor_value_info("w_fed", TensorProto.FLOAT, [48, 40])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["rows", width])
+         for name, width in (("y_big", 64), ("y_plain", 48), ("y_fed", 48), ("y_narrow", 8), ("y_row", 48))],
+        [numpy_helper.from_array(value, name) for name, value in initializers.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def test_small_gemm_rewrite_takes_only_what_the_kernel_computes(library, monkeypatch):
+    monkeypatch.setattr(ort_cpu_fusions, "GEMM_MAX_WEIGHTS", 2000)  # w1 and w2 are 1920, w_big 2560
+    rng = np.random.default_rng(6)
+    feeds = {"x": rng.standard_normal((9, 40)).astype(np.float32), "w_fed": rng.standard_normal((48, 40)).astype(np.float32)}
+    rewritten = _rewrite_and_compare(_gemms_model(rng), fuse_small_gemms, 2, feeds, library, 1e-5)
+    ops = op_histogram(rewritten)
+    assert ops["dat::DATGemm"] == 2 and ops["Gemm"] == 5

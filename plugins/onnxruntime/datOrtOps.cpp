@@ -8,10 +8,12 @@
 #include "../cpu/datSamplingCpu.h"
 #include "../cpu/threadPool.h"
 #include "../cpu/deformAttentionCpu.h"
+#include "../cpu/gemmCpu.h"
 #include "../cpu/windowAttentionCpu.h"
 
 #include <cstdio>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -31,6 +33,7 @@ enum class OpKind
     kDeformAttention,
     kBiasGelu, // kBiasGelu, kAddLayerNorm: onnxruntime only, inserted by dat_deploy.runtime, never exported
     kAddLayerNorm,
+    kGemm, // onnxruntime only as well
 };
 
 // One registered (op, dtype combination). ORT picks the kernel whose input types match the graph.
@@ -54,6 +57,7 @@ struct Kernel
     int64_t shift;
     float scale;
     float epsilon; // DATAddLayerNorm
+    std::shared_ptr<cpu::PackedGemmWeights const> weights; // DATGemm: its weight, packed when the kernel is made
 };
 
 struct TensorView
@@ -73,9 +77,9 @@ struct TensorView
         }                                                                                                              \
     } while (0)
 
-OrtStatus* readInput(Api const& api, OrtKernelContext* context, size_t index, TensorView& view)
+// Fills view's dims and element type from view.value.
+OrtStatus* describe(Api const& api, TensorView& view)
 {
-    DAT_RETURN_IF_STATUS(api.kernelContextGetInput(context, index, &view.value));
     OrtTensorTypeAndShapeInfo* info = nullptr;
     DAT_RETURN_IF_STATUS(api.getTensorTypeAndShape(view.value, &info));
     size_t rank = 0;
@@ -91,6 +95,12 @@ OrtStatus* readInput(Api const& api, OrtKernelContext* context, size_t index, Te
     }
     api.releaseTensorTypeAndShapeInfo(info);
     return status;
+}
+
+OrtStatus* readInput(Api const& api, OrtKernelContext* context, size_t index, TensorView& view)
+{
+    DAT_RETURN_IF_STATUS(api.kernelContextGetInput(context, index, &view.value));
+    return describe(api, view);
 }
 
 std::string shapeText(std::vector<int64_t> const& dims)
@@ -228,6 +238,39 @@ OrtStatus* computeAddLayerNorm(Kernel const& k, OrtKernelContext* context)
     cpu::addLayerNorm(static_cast<float const*>(data[0]), static_cast<float const*>(data[1]),
         static_cast<float const*>(data[2]), static_cast<float const*>(data[3]), k.epsilon, static_cast<float*>(data[4]),
         static_cast<float*>(data[5]), rows, cols);
+    return nullptr;
+}
+
+OrtStatus* computeGemm(Kernel const& k, OrtKernelContext* context)
+{
+    TensorView x, bias;
+    DAT_RETURN_IF_STATUS(readInput(k.api, context, 0, x));
+    DAT_RETURN_IF_STATUS(readInput(k.api, context, 2, bias));
+    cpu::PackedGemmWeights const& weights = *k.weights;
+    if (x.dims.empty() || x.dims.back() != weights.k)
+    {
+        return invalid(k.api,
+            "DATGemm: x's last axis must be the weight's K = " + std::to_string(weights.k) + "; got x "
+                + shapeText(x.dims));
+    }
+    if (bias.dims != std::vector<int64_t>{weights.n})
+    {
+        return invalid(k.api,
+            "DATGemm: bias must be 1-D of the weight's N = " + std::to_string(weights.n) + "; got "
+                + shapeText(bias.dims));
+    }
+    std::vector<int64_t> outDims = x.dims;
+    outDims.back() = weights.n;
+    OrtValue* out = nullptr;
+    DAT_RETURN_IF_STATUS(k.api.kernelContextGetOutput(context, 0, outDims.data(), outDims.size(), &out));
+    void* xData = nullptr;
+    void* biasData = nullptr;
+    void* outData = nullptr;
+    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(const_cast<OrtValue*>(x.value), &xData));
+    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(const_cast<OrtValue*>(bias.value), &biasData));
+    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(out, &outData));
+    cpu::gemm(static_cast<float const*>(xData), leadingRows(x.dims), weights, static_cast<float const*>(biasData),
+        static_cast<float*>(outData));
     return nullptr;
 }
 
@@ -396,6 +439,7 @@ char const* opName(OrtCustomOp const* op)
     case OpKind::kDeformAttention: return "DATDeformAttention";
     case OpKind::kBiasGelu: return "DATBiasGelu";
     case OpKind::kAddLayerNorm: return "DATAddLayerNorm";
+    case OpKind::kGemm: return "DATGemm";
     }
     return "";
 }
@@ -412,6 +456,7 @@ size_t inputCount(OrtCustomOp const* op)
     case OpKind::kRelPosBias: return 3;
     case OpKind::kDeformAttention: return 5;
     case OpKind::kAddLayerNorm: return 4;
+    case OpKind::kGemm: return 3;
     default: return 2;
     }
 }
@@ -419,7 +464,8 @@ size_t inputCount(OrtCustomOp const* op)
 int32_t inputType(OrtCustomOp const* op, size_t index)
 {
     // DeformSample: (x, pos); RelPosBias: (table, pos, x); WindowAttention: (qkv, bias);
-    // DeformAttention: (q, k, v, table, pos); BiasGelu: (x, bias); AddLayerNorm: (a, b, gamma, beta).
+    // DeformAttention: (q, k, v, table, pos); BiasGelu: (x, bias); AddLayerNorm: (a, b, gamma, beta);
+    // Gemm: (x, weight, bias).
     if (self(op).kind == OpKind::kDeformAttention)
     {
         return index == 4 ? self(op).posType : index == 3 ? self(op).tableType : self(op).dataType;
@@ -500,7 +546,7 @@ OrtStatus* createWindowAttentionKernel(Api const& api, OrtKernelInfo const* info
             std::string(op) + ": attribute shift must be in [0, window) = [0, " + std::to_string(window) + "), got "
                 + std::to_string(shift));
     }
-    *kernelOut = new Kernel{api, OpKind::kWindowAttention, 0, 0, heads, window, shift, scale, 0.f};
+    *kernelOut = new Kernel{api, OpKind::kWindowAttention, 0, 0, heads, window, shift, scale, 0.f, nullptr};
     return nullptr;
 }
 
@@ -529,7 +575,30 @@ OrtStatus* createDeformAttentionKernel(Api const& api, OrtKernelInfo const* info
         return invalid(api,
             std::string(op) + ": attribute convention must be 0 (DAT) or 1 (DAT++), got " + std::to_string(convention));
     }
-    *kernelOut = new Kernel{api, OpKind::kDeformAttention, groups, convention, heads, 0, 0, scale, 0.f};
+    *kernelOut = new Kernel{api, OpKind::kDeformAttention, groups, convention, heads, 0, 0, scale, 0.f, nullptr};
+    return nullptr;
+}
+
+// DATGemm packs its weight once, here: it must be a constant initializer (what onnxruntime's own Gemm prepacks).
+OrtStatus* createGemmKernel(Api const& api, OrtKernelInfo const* info, void** kernelOut)
+{
+    int isConstant = 0;
+    TensorView weight;
+    DAT_RETURN_IF_STATUS(api.kernelInfoGetConstantInputTensor(info, 1, &isConstant, &weight.value));
+    if (!isConstant || weight.value == nullptr)
+    {
+        return invalid(api, "DATGemm: the weight (input 1) must be a constant initializer of the graph");
+    }
+    DAT_RETURN_IF_STATUS(describe(api, weight));
+    if (weight.dims.size() != 2 || weight.elementType != kOrtElementFloat)
+    {
+        return invalid(api, "DATGemm: the weight must be fp32 (N, K); got shape " + shapeText(weight.dims));
+    }
+    void* data = nullptr;
+    DAT_RETURN_IF_STATUS(api.getTensorMutableData(const_cast<OrtValue*>(weight.value), &data));
+    auto packed = std::make_shared<cpu::PackedGemmWeights const>(
+        cpu::packGemmWeights(static_cast<float const*>(data), weight.dims[0], weight.dims[1]));
+    *kernelOut = new Kernel{api, OpKind::kGemm, 0, 0, 0, 0, 0, 0.f, 0.f, std::move(packed)};
     return nullptr;
 }
 
@@ -546,7 +615,7 @@ OrtStatus* createKernel(OrtCustomOp const* op, OrtApi const* ortApi, OrtKernelIn
     }
     if (self(op).kind == OpKind::kBiasGelu)
     {
-        *kernelOut = new Kernel{api, OpKind::kBiasGelu, 0, 0, 0, 0, 0, 0.f, 0.f};
+        *kernelOut = new Kernel{api, OpKind::kBiasGelu, 0, 0, 0, 0, 0, 0.f, 0.f, nullptr};
         return nullptr;
     }
     if (self(op).kind == OpKind::kAddLayerNorm)
@@ -558,8 +627,12 @@ OrtStatus* createKernel(OrtCustomOp const* op, OrtApi const* ortApi, OrtKernelIn
             api.releaseStatus(status);
             return invalid(api, "DATAddLayerNorm: missing float attribute 'epsilon'");
         }
-        *kernelOut = new Kernel{api, OpKind::kAddLayerNorm, 0, 0, 0, 0, 0, 0.f, epsilon};
+        *kernelOut = new Kernel{api, OpKind::kAddLayerNorm, 0, 0, 0, 0, 0, 0.f, epsilon, nullptr};
         return nullptr;
+    }
+    if (self(op).kind == OpKind::kGemm)
+    {
+        return createGemmKernel(api, info, kernelOut);
     }
     int64_t groups = 0;
     OrtStatus* status = api.kernelInfoGetAttributeInt64(info, "groups", &groups);
@@ -587,7 +660,7 @@ OrtStatus* createKernel(OrtCustomOp const* op, OrtApi const* ortApi, OrtKernelIn
                 "DATRelPosBias: attribute convention must be 0 (DAT) or 1 (DAT++), got " + std::to_string(convention));
         }
     }
-    *kernelOut = new Kernel{api, self(op).kind, groups, convention, 0, 0, 0, 0.f, 0.f};
+    *kernelOut = new Kernel{api, self(op).kind, groups, convention, 0, 0, 0, 0.f, 0.f, nullptr};
     return nullptr;
 }
 
@@ -641,6 +714,7 @@ OrtStatus* computeKernel(void* kernelPtr, OrtKernelContext* context)
         case OpKind::kDeformAttention: return computeDeformAttention(k, context);
         case OpKind::kBiasGelu: return computeBiasGelu(k, context);
         case OpKind::kAddLayerNorm: return computeAddLayerNorm(k, context);
+        case OpKind::kGemm: return computeGemm(k, context);
         }
         return k.api.createStatus(kOrtFail, "libdat_ort_ops: unknown op");
     }
@@ -713,7 +787,7 @@ std::vector<DatCustomOp>& registeredOps()
                 }
             }
         }
-        for (OpKind kind : {OpKind::kBiasGelu, OpKind::kAddLayerNorm}) // fp32 only
+        for (OpKind kind : {OpKind::kBiasGelu, OpKind::kAddLayerNorm, OpKind::kGemm}) // fp32 only
         {
             list.push_back(makeOp(kind, kOrtElementFloat, kOrtElementFloat, kOrtElementFloat));
         }

@@ -156,6 +156,14 @@ public:
         return slot<OrtStatus* (*)(OrtKernelContext*, size_t, int64_t const*, size_t, OrtValue**)>(91)(
             context, index, dims, count, out);
     }
+    // API version >= 15: the node's input `index` if it is a constant initializer (isConstant = 1), for use when
+    // the kernel is created.
+    OrtStatus* kernelInfoGetConstantInputTensor(
+        OrtKernelInfo const* info, size_t index, int* isConstant, OrtValue const** out) const
+    {
+        return slot<OrtStatus* (*)(OrtKernelInfo const*, size_t, int*, OrtValue const**)>(249)(
+            info, index, isConstant, out);
+    }
     void releaseStatus(OrtStatus* status) const
     {
         slot<void (*)(OrtStatus*)>(93)(status);

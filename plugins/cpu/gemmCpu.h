@@ -1,0 +1,30 @@
+// CPU kernel of DATGemm, an onnxruntime-only op (not part of the exported contract; see plugins/README.md):
+// y = x W^T + bias for x (M, K) and W (N, K) as nn.Linear stores it (ONNX Gemm with transB = 1). It exists for
+// DAT's projections with small weights (N * K <= 600K), where onnxruntime's SGEMM was 1.1-1.5x slower on AVX2
+// (numbers in plugins/README.md).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace dat
+{
+namespace cpu
+{
+
+// W (N, K) in the kernel's panel layout: for each block of 256 k, for each panel of 2 vectors of columns, the
+// block's k rows of that panel (columns past N zero).
+struct PackedGemmWeights
+{
+    int64_t n = 0;
+    int64_t k = 0;
+    std::vector<float> data;
+};
+
+PackedGemmWeights packGemmWeights(float const* w, int64_t n, int64_t k);
+
+// y (m, w.n) = x (m, w.k) W^T + bias; bias (w.n) or null. fp32; y may not alias x.
+void gemm(float const* x, int64_t m, PackedGemmWeights const& w, float const* bias, float* y);
+
+} // namespace cpu
+} // namespace dat
