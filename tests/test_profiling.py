@@ -666,6 +666,7 @@ def test_matrix_products_are_counted_from_a_real_trace(tmp_path):
 
 def test_matrix_macs_cover_transposed_and_blocked_layouts():
     assert matrix_macs("Gemm", [[40, 30]], [[30, 24]]) == 30 * 40 * 24  # transA: A is K x M
+    assert matrix_macs("DATGemm", [[25088, 96], [288, 96], [288]], [[25088, 288]]) == 25088 * 96 * 288
     assert matrix_macs("FusedMatMul", [[4, 3, 32, 49], [4, 3, 32, 49]], [[4, 3, 49, 49]]) == 4 * 3 * 49 * 49 * 32
     assert matrix_macs("MatMul", [[8, 49, 32], [32, 49]], [[8, 49, 49]]) == 8 * 49 * 49 * 32
     # NCHWc: the output is blocked by 8 channels, the element count stays N * Cout * H * W

@@ -22,7 +22,7 @@ from dat_deploy.errors import UserError
 
 SAMPLING_OPS = frozenset({"GridSample", "DATDeformSample", "DATRelPosBias"})
 # onnxruntime's CPU kernels that run as MLAS GEMMs (fused variants come from its graph optimizer).
-MATRIX_OPS = frozenset({"Gemm", "FusedGemm", "MatMul", "FusedMatMul", "Conv", "FusedConv"})
+MATRIX_OPS = frozenset({"Gemm", "FusedGemm", "DATGemm", "MatMul", "FusedMatMul", "Conv", "FusedConv"})
 
 
 @dataclass
@@ -73,7 +73,7 @@ def matrix_macs(op_type: str, inputs: list[list[int]], outputs: list[list[int]])
     if op_type not in MATRIX_OPS or not inputs or not outputs or not outputs[0]:
         return None
     out = outputs[0]
-    if op_type in ("Gemm", "FusedGemm"):
+    if op_type in ("Gemm", "FusedGemm", "DATGemm"):  # DATGemm: x (..., K), weight (N, K), bias -> (..., N)
         return int(np.prod(inputs[0])) * out[-1]
     if op_type in ("MatMul", "FusedMatMul"):
         a = inputs[0]
