@@ -245,7 +245,8 @@ def render_markdown(reports: dict, env: dict, loop_s: float, contention: dict) -
                      for variant, rep in reports.items() if rep.get("ceiling")]
     if ceiling_lines:
         lines += ["", "Ceiling (from the op profile after the timed loop; the matrix products run through onnxruntime's "
-                      "own GEMMs, so their time is a floor for this graph in onnxruntime):", *ceiling_lines]
+                      "GEMMs and our DATGemm, so their time is a floor for this graph as it runs now; the SGEMM rate is "
+                      "onnxruntime's, not the core's FMA peak):", *ceiling_lines]
     compile_lines = [
         f"- {variant} {b['name']}: compile {', '.join(f'batch {k}: {v:.0f} s' for k, v in b['compile_s'].items())}"
         for variant, rep in reports.items() for b in rep["backends"] if b.get("compile_s")

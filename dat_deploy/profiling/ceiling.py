@@ -104,6 +104,6 @@ def describe_ceiling(variant: str, ceiling: SpeedCeiling) -> str:
         f"{budget:.0f} ms against {name}" if budget >= 0 else f"none against {name} (the matrix products alone are "
                                                              f"{-budget:.0f} ms over)"
         for name, budget in ceiling.other_budget_ms.items())
-    return (f"- {variant} batch {ceiling.batch} {ceiling.backend}: matrix products (Gemm, MatMul, Conv) take "
+    return (f"- {variant} batch {ceiling.batch} {ceiling.backend}: matrix products (Gemm, DATGemm, MatMul, Conv) take "
             f"{ceiling.matrix_share:.0%} of kernel time, {ceiling.matrix_ms:.0f} of {ceiling.backend_ms:.0f} ms{rate}. "
             f"With every other op free: {best}. The goals leave the other ops ({ceiling.other_ms:.0f} ms now): {budgets}.")

@@ -13,6 +13,7 @@
 
 #include <cstdio>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <string>
@@ -103,6 +104,16 @@ OrtStatus* readInput(Api const& api, OrtKernelContext* context, size_t index, Te
     return describe(api, view);
 }
 
+// data[i] = the data of values[i] (inputs and outputs alike: onnxruntime hands out only mutable pointers).
+OrtStatus* dataPointers(Api const& api, std::initializer_list<OrtValue const*> values, void** data)
+{
+    for (OrtValue const* value : values)
+    {
+        DAT_RETURN_IF_STATUS(api.getTensorMutableData(const_cast<OrtValue*>(value), data++));
+    }
+    return nullptr;
+}
+
 std::string shapeText(std::vector<int64_t> const& dims)
 {
     std::string text = "(";
@@ -154,14 +165,10 @@ OrtStatus* computeDeformSample(Kernel const& k, OrtKernelContext* context)
     int64_t const outDims[4] = {x.dims[0], x.dims[1], pos.dims[1], pos.dims[2]};
     OrtValue* out = nullptr;
     DAT_RETURN_IF_STATUS(k.api.kernelContextGetOutput(context, 0, outDims, 4, &out));
-    void* xData = nullptr;
-    void* posData = nullptr;
-    void* outData = nullptr;
-    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(const_cast<OrtValue*>(x.value), &xData));
-    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(const_cast<OrtValue*>(pos.value), &posData));
-    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(out, &outData));
+    void* data[3] = {};
+    DAT_RETURN_IF_STATUS(dataPointers(k.api, {x.value, pos.value, out}, data));
     DeformSampleDims dims{x.dims[0], x.dims[1], x.dims[2], x.dims[3], k.groups, pos.dims[1], pos.dims[2]};
-    cpu::deformSample(dims, xData, toDType(x.elementType), posData, toDType(pos.elementType), outData);
+    cpu::deformSample(dims, data[0], toDType(x.elementType), data[1], toDType(pos.elementType), data[2]);
     return nullptr;
 }
 
@@ -191,13 +198,9 @@ OrtStatus* computeBiasGelu(Kernel const& k, OrtKernelContext* context)
     int64_t const rows = leadingRows(x.dims);
     OrtValue* out = nullptr;
     DAT_RETURN_IF_STATUS(k.api.kernelContextGetOutput(context, 0, x.dims.data(), x.dims.size(), &out));
-    void* xData = nullptr;
-    void* biasData = nullptr;
-    void* outData = nullptr;
-    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(const_cast<OrtValue*>(x.value), &xData));
-    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(const_cast<OrtValue*>(bias.value), &biasData));
-    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(out, &outData));
-    cpu::biasGelu(static_cast<float const*>(xData), static_cast<float const*>(biasData), static_cast<float*>(outData),
+    void* data[3] = {};
+    DAT_RETURN_IF_STATUS(dataPointers(k.api, {x.value, bias.value, out}, data));
+    cpu::biasGelu(static_cast<float const*>(data[0]), static_cast<float const*>(data[1]), static_cast<float*>(data[2]),
         rows, cols);
     return nullptr;
 }
@@ -228,13 +231,7 @@ OrtStatus* computeAddLayerNorm(Kernel const& k, OrtKernelContext* context)
     DAT_RETURN_IF_STATUS(k.api.kernelContextGetOutput(context, 0, a.dims.data(), a.dims.size(), &sum));
     DAT_RETURN_IF_STATUS(k.api.kernelContextGetOutput(context, 1, a.dims.data(), a.dims.size(), &y));
     void* data[6] = {};
-    OrtValue const* values[4] = {a.value, b.value, gamma.value, beta.value};
-    for (int i = 0; i < 4; ++i)
-    {
-        DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(const_cast<OrtValue*>(values[i]), &data[i]));
-    }
-    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(sum, &data[4]));
-    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(y, &data[5]));
+    DAT_RETURN_IF_STATUS(dataPointers(k.api, {a.value, b.value, gamma.value, beta.value, sum, y}, data));
     cpu::addLayerNorm(static_cast<float const*>(data[0]), static_cast<float const*>(data[1]),
         static_cast<float const*>(data[2]), static_cast<float const*>(data[3]), k.epsilon, static_cast<float*>(data[4]),
         static_cast<float*>(data[5]), rows, cols);
@@ -263,14 +260,10 @@ OrtStatus* computeGemm(Kernel const& k, OrtKernelContext* context)
     outDims.back() = weights.n;
     OrtValue* out = nullptr;
     DAT_RETURN_IF_STATUS(k.api.kernelContextGetOutput(context, 0, outDims.data(), outDims.size(), &out));
-    void* xData = nullptr;
-    void* biasData = nullptr;
-    void* outData = nullptr;
-    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(const_cast<OrtValue*>(x.value), &xData));
-    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(const_cast<OrtValue*>(bias.value), &biasData));
-    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(out, &outData));
-    cpu::gemm(static_cast<float const*>(xData), leadingRows(x.dims), weights, static_cast<float const*>(biasData),
-        static_cast<float*>(outData));
+    void* data[3] = {};
+    DAT_RETURN_IF_STATUS(dataPointers(k.api, {x.value, bias.value, out}, data));
+    cpu::gemm(static_cast<float const*>(data[0]), leadingRows(x.dims), weights, static_cast<float const*>(data[1]),
+        static_cast<float*>(data[2]));
     return nullptr;
 }
 
@@ -294,15 +287,11 @@ OrtStatus* computeRelPosBias(Kernel const& k, OrtKernelContext* context)
     int64_t const outDims[3] = {x.dims[0] * table.dims[0], x.dims[2] * x.dims[3], pos.dims[1] * pos.dims[2]};
     OrtValue* out = nullptr;
     DAT_RETURN_IF_STATUS(k.api.kernelContextGetOutput(context, 0, outDims, 3, &out));
-    void* tableData = nullptr;
-    void* posData = nullptr;
-    void* outData = nullptr;
-    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(const_cast<OrtValue*>(table.value), &tableData));
-    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(const_cast<OrtValue*>(pos.value), &posData));
-    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(out, &outData));
+    void* data[3] = {};
+    DAT_RETURN_IF_STATUS(dataPointers(k.api, {table.value, pos.value, out}, data));
     RelPosBiasDims dims{x.dims[0], table.dims[0], table.dims[1], table.dims[2], k.groups, pos.dims[1],
         pos.dims[2], x.dims[2], x.dims[3], static_cast<int32_t>(k.convention)};
-    cpu::relPosBias(dims, tableData, toDType(table.elementType), posData, toDType(pos.elementType), outData);
+    cpu::relPosBias(dims, data[0], toDType(table.elementType), data[1], toDType(pos.elementType), data[2]);
     return nullptr;
 }
 
@@ -347,13 +336,9 @@ OrtStatus* computeWindowAttention(Kernel const& k, OrtKernelContext* context)
     int64_t const outDims[4] = {qkv.dims[0], qkv.dims[1], qkv.dims[2], channels};
     OrtValue* out = nullptr;
     DAT_RETURN_IF_STATUS(k.api.kernelContextGetOutput(context, 0, outDims, 4, &out));
-    void* qkvData = nullptr;
-    void* biasData = nullptr;
-    void* outData = nullptr;
-    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(const_cast<OrtValue*>(qkv.value), &qkvData));
-    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(const_cast<OrtValue*>(bias.value), &biasData));
-    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(out, &outData));
-    cpu::windowAttention(dims, qkvData, toDType(qkv.elementType), biasData, toDType(bias.elementType), outData);
+    void* data[3] = {};
+    DAT_RETURN_IF_STATUS(dataPointers(k.api, {qkv.value, bias.value, out}, data));
+    cpu::windowAttention(dims, data[0], toDType(qkv.elementType), data[1], toDType(bias.elementType), data[2]);
     return nullptr;
 }
 
@@ -407,18 +392,12 @@ OrtStatus* computeDeformAttention(Kernel const& k, OrtKernelContext* context)
     int64_t const outDims[4] = {q.dims[0], q.dims[1], q.dims[2], channels};
     OrtValue* out = nullptr;
     DAT_RETURN_IF_STATUS(k.api.kernelContextGetOutput(context, 0, outDims, 4, &out));
-    void* data[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
-    TensorView const* inputs[5] = {&q, &key, &value, &table, &pos};
-    for (int i = 0; i < 5; ++i)
-    {
-        DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(const_cast<OrtValue*>(inputs[i]->value), &data[i]));
-    }
-    void* outData = nullptr;
-    DAT_RETURN_IF_STATUS(k.api.getTensorMutableData(out, &outData));
+    void* data[6] = {};
+    DAT_RETURN_IF_STATUS(dataPointers(k.api, {q.value, key.value, value.value, table.value, pos.value, out}, data));
     DeformAttentionDims dims{batch, q.dims[1], q.dims[2], channels, pos.dims[1], pos.dims[2], k.heads, k.groups,
         table.dims[1], table.dims[2], static_cast<int32_t>(k.convention), k.scale};
     cpu::deformAttention(dims, data[0], data[1], data[2], toDType(q.elementType), data[3], toDType(table.elementType),
-        data[4], toDType(pos.elementType), outData);
+        data[4], toDType(pos.elementType), data[5]);
     return nullptr;
 }
 
@@ -595,7 +574,7 @@ OrtStatus* createGemmKernel(Api const& api, OrtKernelInfo const* info, void** ke
         return invalid(api, "DATGemm: the weight must be fp32 (N, K); got shape " + shapeText(weight.dims));
     }
     void* data = nullptr;
-    DAT_RETURN_IF_STATUS(api.getTensorMutableData(const_cast<OrtValue*>(weight.value), &data));
+    DAT_RETURN_IF_STATUS(dataPointers(api, {weight.value}, &data));
     auto packed = std::make_shared<cpu::PackedGemmWeights const>(
         cpu::packGemmWeights(static_cast<float const*>(data), weight.dims[0], weight.dims[1]));
     *kernelOut = new Kernel{api, OpKind::kGemm, 0, 0, 0, 0, 0, 0.f, 0.f, std::move(packed)};
