@@ -22,7 +22,7 @@ from dat_deploy.native import ort_library_path
 from dat_deploy.parity.inputs import random_case
 from dat_deploy.runtime import OrtBackend
 from dat_deploy.runtime import ort_cpu_fusions
-from dat_deploy.runtime.ort_cpu_fusions import fuse_add_layer_norm, fuse_bias_gelu, fuse_small_gemms
+from dat_deploy.runtime.ort_cpu_fusions import fuse_add_layer_norm, fuse_bias_gelu, fuse_small_gemms, small_gemms_pay
 
 # Measured worst case over z in [-12, 12]: 9.3e-7 (negative tail, where 1 + erf cancels) and ~1 ulp where
 # |GELU| > 1; see plugins/cpu/biasGeluCpu.cpp.
@@ -212,7 +212,7 @@ def test_backend_fuses_dat_t_and_keeps_its_logits(export_once):
     fused = OrtBackend(path)
     plain = OrtBackend(path, cpu_fusions=False)
     assert fused.fusions == {"DATBiasGelu": DAT_T_MLP_BLOCKS, "DATAddLayerNorm": DAT_T_RESIDUALS_INTO_LAYER_NORM,
-                             "DATGemm": DAT_T_SMALL_GEMMS}
+                             "DATGemm": DAT_T_SMALL_GEMMS if small_gemms_pay() else 0}
     assert plain.fusions == {}
     assert op_histogram(onnx.load(str(path)))["Erf"] == DAT_T_MLP_BLOCKS + 4  # the file on disk is untouched
     x = random_case(2, 224, 224, seed=5).batch
@@ -298,3 +298,16 @@ def test_small_gemm_rewrite_takes_only_what_the_kernel_computes(library, monkeyp
     rewritten = _rewrite_and_compare(_gemms_model(rng), fuse_small_gemms, 2, feeds, library, 1e-5)
     ops = op_histogram(rewritten)
     assert ops["dat::DATGemm"] == 2 and ops["Gemm"] == 5
+
+
+def test_small_gemms_pay_only_where_measured(monkeypatch, tmp_path):
+    import platform
+
+    cpuinfo = tmp_path / "cpuinfo"
+    monkeypatch.setattr(ort_cpu_fusions, "Path", lambda _: cpuinfo)
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    for flags, pays in (("fpu sse2 avx avx2 fma f16c", True), ("avx2 fma avx512f avx512bw", False), ("sse2 avx", False)):
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        assert ort_cpu_fusions.small_gemms_pay() is pays
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert not ort_cpu_fusions.small_gemms_pay()

@@ -17,12 +17,15 @@ only stop it. The exported file is never changed; the session gets the rewritten
   min(N, K) <= 384) becomes dat::DATGemm, whose kernel packs W once and runs 6-row bands of x past it.
   onnxruntime's SGEMM is slower there on AVX2. Alternating single-node runs on DAT-T's shapes, one thread:
   DATGemm 1.0-1.36x faster (stages 1-3). Past those limits onnxruntime's own blocking wins (0.68-0.90x on
-  stage 4's and DAT-T++ stage 4's weights), so those stay Gemms.
+  stage 4's and DAT-T++ stage 4's weights), so those stay Gemms. Only on x86-64 CPUs with AVX2 and without
+  AVX-512 (`small_gemms_pay`): that is where it was measured; with AVX-512 the kernel uses 12 of 32 vector
+  registers against MLAS's AVX-512 kernels, and elsewhere it would be the portable 4-lane layer.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -247,6 +250,20 @@ def _gemm_replacement(g: _Graph, node):
     return fused, zero
 
 
+def small_gemms_pay() -> bool:
+    """Whether this CPU is one DATGemm was measured faster on: x86-64 with AVX2 + FMA and no AVX-512 (Linux flags)."""
+    import platform
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return {"avx2", "fma"} <= set(flags) and "avx512f" not in flags
+
+
 def fuse_small_gemms(model) -> int:
     """Rewrite every Gemm of `model`'s main graph that DATGemm runs faster into dat::DATGemm, in place.
 
@@ -274,9 +291,9 @@ def fuse_small_gemms(model) -> int:
 
 
 def optimize_for_cpu(model) -> dict[str, int]:
-    """Every rewrite of this module, in place; how many nodes of each op they made."""
+    """Every rewrite of this module that pays on this CPU, in place; how many nodes of each op they made."""
     return {"DATBiasGelu": fuse_bias_gelu(model), "DATAddLayerNorm": fuse_add_layer_norm(model),
-            "DATGemm": fuse_small_gemms(model)}
+            "DATGemm": fuse_small_gemms(model) if small_gemms_pay() else 0}
 
 
 def fused_session_model(model) -> tuple[bytes | None, dict[str, int]]:
@@ -285,4 +302,4 @@ def fused_session_model(model) -> tuple[bytes | None, dict[str, int]]:
     return (model.SerializeToString() if any(counts.values()) else None), counts
 
 
-__all__ = ["fuse_bias_gelu", "fuse_small_gemms", "fused_session_model", "optimize_for_cpu"]
+__all__ = ["fuse_bias_gelu", "fuse_small_gemms", "fused_session_model", "optimize_for_cpu", "small_gemms_pay"]
