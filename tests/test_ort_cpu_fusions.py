@@ -264,13 +264,14 @@ def test_gemm_needs_a_constant_weight(library):
 
 def _gemms_model(rng) -> onnx.ModelProto:
     """Gemms the rewrite takes (with a bias; without one) and ones it leaves: a weight over GEMM_MAX_WEIGHTS
-    (patched small), one not transposed, one fed at run time, one too narrow, one with a broadcast bias."""
+    (patched small), one not transposed, one fed at run time, one too narrow, one with a broadcast bias, and an
+    initializer that is also a graph input (a feed may override it)."""
     def weight(n, k):
         return (rng.standard_normal((n, k)) / math.sqrt(k)).astype(np.float32)
 
     initializers = {"w1": weight(48, 40), "b1": rng.standard_normal(48).astype(np.float32), "w2": weight(40, 48),
                     "w_big": weight(64, 40), "w_plain": weight(48, 40).T.copy(), "w_narrow": weight(8, 40),
-                    "b_row": rng.standard_normal((1, 48)).astype(np.float32)}
+                    "b_row": rng.standard_normal((1, 48)).astype(np.float32), "w_default": weight(48, 40)}
     nodes = [
         helper.make_node("Gemm", ["x", "w1", "b1"], ["h1"], transB=1),  # fused
         helper.make_node("Gemm", ["h1", "w2"], ["h2"], transB=1),  # fused, with a zero bias
@@ -279,13 +280,16 @@ def _gemms_model(rng) -> onnx.ModelProto:
         helper.make_node("Gemm", ["h2", "w_fed"], ["y_fed"], transB=1),
         helper.make_node("Gemm", ["h2", "w_narrow"], ["y_narrow"], transB=1),
         helper.make_node("Gemm", ["h2", "w1", "b_row"], ["y_row"], transB=1),
+        helper.make_node("Gemm", ["h2", "w_default"], ["y_default"], transB=1),
     ]
     graph = helper.make_graph(
         nodes, "gemms",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", 40]),
-         helper.make_tensor_value_info("w_fed", TensorProto.FLOAT, [48, 40])],
+         helper.make_tensor_value_info("w_fed", TensorProto.FLOAT, [48, 40]),
+         helper.make_tensor_value_info("w_default", TensorProto.FLOAT, [48, 40])],
         [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["rows", width])
-         for name, width in (("y_big", 64), ("y_plain", 48), ("y_fed", 48), ("y_narrow", 8), ("y_row", 48))],
+         for name, width in (("y_big", 64), ("y_plain", 48), ("y_fed", 48), ("y_narrow", 8), ("y_row", 48),
+                             ("y_default", 48))],
         [numpy_helper.from_array(value, name) for name, value in initializers.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     return onnx.shape_inference.infer_shapes(model)
@@ -297,7 +301,7 @@ def test_small_gemm_rewrite_takes_only_what_the_kernel_computes(library, monkeyp
     feeds = {"x": rng.standard_normal((9, 40)).astype(np.float32), "w_fed": rng.standard_normal((48, 40)).astype(np.float32)}
     rewritten = _rewrite_and_compare(_gemms_model(rng), fuse_small_gemms, 2, feeds, library, 1e-5)
     ops = op_histogram(rewritten)
-    assert ops["dat::DATGemm"] == 2 and ops["Gemm"] == 5
+    assert ops["dat::DATGemm"] == 2 and ops["Gemm"] == 6
 
 
 def test_small_gemms_pay_only_where_measured(monkeypatch, tmp_path):

@@ -47,6 +47,7 @@ class _Graph:
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
         self.outputs = {o.name for o in graph.output}
+        self.inputs = {i.name for i in graph.input}
         self.initializers = {i.name: i for i in graph.initializer}
         self.tensor_types = {v.name: v.type.tensor_type for v in (*graph.value_info, *graph.input, *graph.output)}
         self._to_array = numpy_helper.to_array
@@ -229,8 +230,8 @@ def _gemm_replacement(g: _Graph, node):
         return None
     x = g.shape_and_type(node.input[0])
     weight = g.initializers.get(node.input[1])
-    if x is None or x[1] != TensorProto.FLOAT or len(x[0]) != 2 or weight is None:
-        return None
+    if x is None or x[1] != TensorProto.FLOAT or len(x[0]) != 2 or weight is None or node.input[1] in g.inputs:
+        return None  # an initializer that is also a graph input can be overridden: DATGemm packs it at load
     if weight.data_type != TensorProto.FLOAT or len(weight.dims) != 2:
         return None
     n, k = weight.dims
