@@ -22,7 +22,8 @@ from dat_deploy.native import ort_library_path
 from dat_deploy.parity.inputs import random_case
 from dat_deploy.runtime import OrtBackend
 from dat_deploy.runtime import ort_cpu_fusions
-from dat_deploy.runtime.ort_cpu_fusions import fuse_add_layer_norm, fuse_bias_gelu, fuse_small_gemms, small_gemms_pay
+from dat_deploy.runtime.ort_cpu_fusions import (fuse_add_layer_norm, fuse_bias_gelu, fuse_gemm_gelu, fuse_small_gemms,
+                                                small_gemms_pay)
 
 # Measured worst case over z in [-12, 12]: 9.3e-7 (negative tail, where 1 + erf cancels) and ~1 ulp where
 # |GELU| > 1; see plugins/cpu/biasGeluCpu.cpp.
@@ -31,6 +32,7 @@ DAT_T_MLP_BLOCKS = 12
 DAT_T_RESIDUALS_INTO_LAYER_NORM = 21  # every residual Add but the three before a downsampling conv
 # Every Gemm but stage 4's qkv, fc1, fc2 and (768, 768) projections (7), the head and the 4 offset projections (N 2)
 DAT_T_SMALL_GEMMS = 46
+DAT_T_GEMM_GELUS = 10  # the MLPs' first Gemms in stages 1-3 (stage 4's stays a Gemm, so its DATBiasGelu stays)
 
 
 @pytest.fixture(scope="module")
@@ -211,8 +213,10 @@ def test_backend_fuses_dat_t_and_keeps_its_logits(export_once):
     path = export_once("dat_t", flavor="plugin").onnx_path
     fused = OrtBackend(path)
     plain = OrtBackend(path, cpu_fusions=False)
-    assert fused.fusions == {"DATBiasGelu": DAT_T_MLP_BLOCKS, "DATAddLayerNorm": DAT_T_RESIDUALS_INTO_LAYER_NORM,
-                             "DATGemm": DAT_T_SMALL_GEMMS if small_gemms_pay() else 0}
+    folded = DAT_T_GEMM_GELUS if small_gemms_pay() else 0
+    assert fused.fusions == {"DATBiasGelu": DAT_T_MLP_BLOCKS - folded,
+                             "DATAddLayerNorm": DAT_T_RESIDUALS_INTO_LAYER_NORM,
+                             "DATGemm": DAT_T_SMALL_GEMMS if small_gemms_pay() else 0, "DATGemm+GELU": folded}
     assert plain.fusions == {}
     assert op_histogram(onnx.load(str(path)))["Erf"] == DAT_T_MLP_BLOCKS + 4  # the file on disk is untouched
     x = random_case(2, 224, 224, seed=5).batch
@@ -220,7 +224,8 @@ def test_backend_fuses_dat_t_and_keeps_its_logits(export_once):
     assert np.abs(a - b).max() <= 1e-5
 
 
-def _gemm_node_model(x_shape: list[int], weight: np.ndarray, bias: np.ndarray, weight_as_input: bool = False):
+def _gemm_node_model(x_shape: list[int], weight: np.ndarray, bias: np.ndarray, weight_as_input: bool = False,
+                     **attributes):
     """One DATGemm; the weight an initializer (the op's contract) or, to test the error, a graph input."""
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)]
     initializers = [numpy_helper.from_array(bias, "bias")]
@@ -228,7 +233,8 @@ def _gemm_node_model(x_shape: list[int], weight: np.ndarray, bias: np.ndarray, w
         inputs.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, list(weight.shape)))
     else:
         initializers.append(numpy_helper.from_array(weight, "w"))
-    graph = helper.make_graph([helper.make_node("DATGemm", ["x", "w", "bias"], ["y"], domain="dat")], "gemm", inputs,
+    graph = helper.make_graph([helper.make_node("DATGemm", ["x", "w", "bias"], ["y"], domain="dat", **attributes)],
+                              "gemm", inputs,
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializers)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("dat", 1)])
 
@@ -247,6 +253,26 @@ def test_gemm_kernel_matches_numpy(library, x_shape, n):
     want = x.astype(np.float64) @ weight.T.astype(np.float64) + bias
     assert got.shape == (*x_shape[:-1], n)
     assert np.abs(got - want).max() <= 1e-5
+
+
+@pytest.mark.parametrize("x_shape, n", [([7, 40], 33), ([50, 513], 70), ([2, 5, 96], 384)])
+def test_gemm_kernel_with_gelu_matches_gelu_of_the_product(library, x_shape, n):
+    rng = np.random.default_rng(n)
+    k = x_shape[-1]
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    weight = (rng.standard_normal((n, k)) * 3 / math.sqrt(k)).astype(np.float32)  # z well into both GELU tails
+    bias = rng.standard_normal(n).astype(np.float32)
+    got = _session(_gemm_node_model(x_shape, weight, bias, gelu=1), library).run(None, {"x": x})[0]
+    z = torch.from_numpy(x.astype(np.float64) @ weight.T.astype(np.float64) + bias)
+    want = torch.nn.functional.gelu(z).numpy()
+    assert np.abs(z.numpy()).max() > 5  # the tails are exercised
+    assert np.abs(got - want).max() <= GELU_ATOL + 1e-5 * max(1.0, float(np.abs(want).max()))
+
+
+def test_gemm_kernel_rejects_a_gelu_attribute_other_than_0_or_1(library):
+    model = _gemm_node_model([4, 32], np.ones((32, 32), np.float32), np.zeros(32, np.float32), gelu=2)
+    with pytest.raises(Exception, match="DATGemm: attribute gelu must be 0 or 1, got 2"):
+        _session(model, library)
 
 
 def test_gemm_kernel_rejects_x_of_the_wrong_width(library):
@@ -315,3 +341,58 @@ def test_small_gemms_pay_only_where_measured(monkeypatch, tmp_path):
         assert ort_cpu_fusions.small_gemms_pay() is pays
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
     assert not ort_cpu_fusions.small_gemms_pay()
+
+
+def _gemm_gelu_model(rng) -> onnx.ModelProto:
+    """nn.Linear + GELU as the exporter writes them for a 3-D x (Reshape, Gemm without bias, Reshape back, Add
+    bias, GELU: folded), the same with the Gemm's own bias (kept), and with a Reshape that changes the last axis
+    (kept)."""
+    def weight(n, k):
+        return (rng.standard_normal((n, k)) * 2 / math.sqrt(k)).astype(np.float32)
+
+    initializers = {"w1": weight(48, 40), "w2": weight(48, 40), "w3": weight(48, 40),
+                    "gemm_bias": rng.standard_normal(48).astype(np.float32), "b": rng.standard_normal(48).astype(np.float32),
+                    "b96": rng.standard_normal(96).astype(np.float32), "flat": np.array([-1, 40], np.int64),
+                    "back": np.array([2, -1, 48], np.int64), "halve": np.array([2, -1, 96], np.int64),
+                    "sqrt2": np.array(math.sqrt(2.0), np.float32), "one": np.array(1.0, np.float32),
+                    "half": np.array(0.5, np.float32)}
+    nodes = [helper.make_node("Reshape", ["x", "flat"], ["x2"])]
+    for name, w, gemm_bias, shape, bias in (("a", "w1", None, "back", "b"), ("b", "w2", "gemm_bias", "back", "b"),
+                                            ("c", "w3", None, "halve", "b96")):
+        nodes += [helper.make_node("Gemm", ["x2", w] + ([gemm_bias] if gemm_bias else []), [f"{name}_gemm"], transB=1),
+                  helper.make_node("Reshape", [f"{name}_gemm", shape], [f"{name}_3d"]),
+                  helper.make_node("Add", [f"{name}_3d", bias], [f"{name}_pre"]),
+                  *_exported_gelu(name, f"{name}_pre", f"y_{name}")]
+    graph = helper.make_graph(
+        nodes, "linear_gelu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6, 40])],
+        [helper.make_tensor_value_info(f"y_{name}", TensorProto.FLOAT, [2, None, width])
+         for name, width in (("a", 48), ("b", 48), ("c", 96))],
+        [numpy_helper.from_array(value, name) for name, value in initializers.items()])
+    return onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+
+
+def test_gemm_gelu_fold_takes_only_a_bias_free_gemm_and_a_last_axis_reshape(library):
+    rng = np.random.default_rng(11)
+    original = _gemm_gelu_model(rng)
+    fused = onnx.ModelProto()
+    fused.CopyFrom(original)
+    assert fuse_bias_gelu(fused) == 3 and fuse_small_gemms(fused) == 3
+    feeds = {"x": rng.standard_normal((2, 6, 40)).astype(np.float32)}
+    folded = onnx.ModelProto()
+    folded.CopyFrom(fused)
+    assert fuse_gemm_gelu(folded) == 1
+    onnx.checker.check_model(folded)
+    for a, b in zip(_session(folded, library).run(None, feeds), _session(original, None).run(None, feeds)):
+        assert np.abs(a - b).max() <= 1e-5 * max(1.0, float(np.abs(b).max()))
+    assert fuse_gemm_gelu(folded) == 0
+    ops = op_histogram(folded)
+    assert ops["dat::DATGemm"] == 3 and ops["dat::DATBiasGelu"] == 2
+    (gemm,) = [n for n in folded.graph.node if any(a.name == "gelu" for a in n.attribute)]
+    assert list(gemm.input) == ["x2", "w1", "b"]  # the GELU's bias, the zero bias gone
+    assert not any(i.name.endswith("_DATGemm_zero_bias") and i.name.startswith("w1") for i in folded.graph.initializer)
+    # and against GELU in fp64, not only against the graph it rewrote
+    z = feeds["x"].reshape(-1, 40).astype(np.float64) @ numpy_helper.to_array(
+        next(i for i in original.graph.initializer if i.name == "w1")).T.astype(np.float64)
+    z += numpy_helper.to_array(next(i for i in original.graph.initializer if i.name == "b"))
+    want = torch.nn.functional.gelu(torch.from_numpy(z)).numpy().reshape(2, 6, 48)
+    assert np.abs(_session(folded, library).run(["y_a"], feeds)[0] - want).max() <= GELU_ATOL + 1e-5

@@ -2,13 +2,15 @@
 // of at most 256 k: per k, two loads of packed W, one broadcast per row of x (read in place, no packing), 12 FMAs.
 // The loops go row panel -> k block -> column panel, so a panel's 6 rows of x stay in L1 while W's panels (a few
 // hundred KB at DAT's small K) stream from L2, and y is written a row band at a time. The bias is added to the
-// tile in registers after the last k block. A GELU there too (for the MLP's first Gemm) was not faster than
-// DATBiasGelu's separate pass: 0.91-1.04x on DAT-T's shapes, the GELU being compute-bound either way.
+// tile in registers after the last k block, and so is the GELU when asked for (the MLP's first Gemm): that saves
+// the GELU's pass over y, which matters when two threads share this machine's memory bandwidth (numbers in
+// plugins/README.md).
 // The accumulators are named variables, not an array: GCC 12 kept an array of them in registers but also stored
 // every one of them to the stack on each k step (2.5x slower).
 #include "gemmCpu.h"
 
 #include "attentionVectorMath.h"
+#include "geluMath.h"
 #include "threadPool.h"
 
 #include <algorithm>
@@ -52,10 +54,11 @@ inline void storeRow(float* y, FloatVec v0, FloatVec v1, int cols)
 
 #define DAT_GEMM_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
 
-// y rows [0, R) x columns [0, cols) (+)= x rows . panel over kc steps. first: y is not read; last: add bias.
+// y rows [0, R) x columns [0, cols) (+)= x rows . panel over kc steps. first: y is not read; last: add bias, then
+// the GELU if gelu.
 template <int R>
 void tile(int64_t kc, float const* __restrict__ x, int64_t ldx, float const* __restrict__ panel, float* y, int64_t ldy,
-    int cols, bool first, bool last, float const* bias)
+    int cols, bool first, bool last, float const* bias, bool gelu)
 {
 #define DAT_GEMM_DECLARE(r)                                                                                            \
     FloatVec acc##r##0 = vZero();                                                                                      \
@@ -90,6 +93,11 @@ void tile(int64_t kc, float const* __restrict__ x, int64_t ldx, float const* __r
             acc##r##0 = vAdd(acc##r##0, loadCols(bias, cols, 0));                                                      \
             acc##r##1 = vAdd(acc##r##1, loadCols(bias, cols, 1));                                                      \
         }                                                                                                              \
+        if (last && gelu)                                                                                              \
+        {                                                                                                              \
+            acc##r##0 = geluMath::vGelu(acc##r##0);                                                                    \
+            acc##r##1 = geluMath::vGelu(acc##r##1);                                                                    \
+        }                                                                                                              \
         storeRow(yr, acc##r##0, acc##r##1, cols);                                                                      \
     }
     DAT_GEMM_ROWS(DAT_GEMM_STORE)
@@ -98,7 +106,7 @@ void tile(int64_t kc, float const* __restrict__ x, int64_t ldx, float const* __r
 #undef DAT_GEMM_STORE
 }
 
-using TileFn = void (*)(int64_t, float const*, int64_t, float const*, float*, int64_t, int, bool, bool, float const*);
+using TileFn = void (*)(int64_t, float const*, int64_t, float const*, float*, int64_t, int, bool, bool, float const*, bool);
 constexpr TileFn kTiles[kRows + 1] = {nullptr, tile<1>, tile<2>, tile<3>, tile<4>, tile<5>, tile<6>};
 
 } // namespace
@@ -128,19 +136,20 @@ PackedGemmWeights packGemmWeights(float const* w, int64_t n, int64_t k)
     return packed;
 }
 
-void gemm(float const* x, int64_t m, PackedGemmWeights const& w, float const* bias, float* y)
+void gemm(float const* x, int64_t m, PackedGemmWeights const& w, float const* bias, bool gelu, float* y)
 {
     int64_t const n = w.n;
     int64_t const k = w.k;
     int64_t const nPad = roundUp(n, kPanel);
     int64_t const panels = (m + kRows - 1) / kRows;
-    if (k == 0) // x W^T is empty: y is the bias
+    if (k == 0) // x W^T is empty: y is the bias (or its GELU)
     {
         for (int64_t row = 0; row < m; ++row)
         {
             for (int64_t c = 0; c < n; ++c)
             {
-                y[row * n + c] = bias == nullptr ? 0.f : bias[c];
+                float const b = bias == nullptr ? 0.f : bias[c];
+                y[row * n + c] = gelu ? geluMath::gelu(b) : b;
             }
         }
         return;
@@ -159,7 +168,7 @@ void gemm(float const* x, int64_t m, PackedGemmWeights const& w, float const* bi
                 {
                     fn(kc, x + row * k + k0, k, block + c0 * kc, y + row * n + c0, n,
                         static_cast<int>(std::min<int64_t>(kPanel, n - c0)), k0 == 0, k0 + kc >= k,
-                        bias == nullptr ? nullptr : bias + c0);
+                        bias == nullptr ? nullptr : bias + c0, gelu);
                 }
             }
         }

@@ -23,8 +23,9 @@ struct PackedGemmWeights
 
 PackedGemmWeights packGemmWeights(float const* w, int64_t n, int64_t k);
 
-// y (m, w.n) = x (m, w.k) W^T + bias; bias (w.n) or null. fp32; y may not alias x.
-void gemm(float const* x, int64_t m, PackedGemmWeights const& w, float const* bias, float* y);
+// y (m, w.n) = x (m, w.k) W^T + bias, then the exact GELU of geluMath.h if gelu; bias (w.n) or null. fp32; y may
+// not alias x.
+void gemm(float const* x, int64_t m, PackedGemmWeights const& w, float const* bias, bool gelu, float* y);
 
 } // namespace cpu
 } // namespace dat

@@ -59,6 +59,7 @@ struct Kernel
     float scale;
     float epsilon; // DATAddLayerNorm
     std::shared_ptr<cpu::PackedGemmWeights const> weights; // DATGemm: its weight, packed when the kernel is made
+    bool gelu = false;                                     // DATGemm: attribute gelu = 1, the exact GELU after the bias
 };
 
 struct TensorView
@@ -263,7 +264,7 @@ OrtStatus* computeGemm(Kernel const& k, OrtKernelContext* context)
     void* data[3] = {};
     DAT_RETURN_IF_STATUS(dataPointers(k.api, {x.value, bias.value, out}, data));
     cpu::gemm(static_cast<float const*>(data[0]), leadingRows(x.dims), weights, static_cast<float const*>(data[1]),
-        static_cast<float*>(data[2]));
+        k.gelu, static_cast<float*>(data[2]));
     return nullptr;
 }
 
@@ -561,6 +562,17 @@ OrtStatus* createDeformAttentionKernel(Api const& api, OrtKernelInfo const* info
 // DATGemm packs its weight once, here: it must be a constant initializer (what onnxruntime's own Gemm prepacks).
 OrtStatus* createGemmKernel(Api const& api, OrtKernelInfo const* info, void** kernelOut)
 {
+    int64_t gelu = 0; // optional
+    OrtStatus* status = api.kernelInfoGetAttributeInt64(info, "gelu", &gelu);
+    if (status != nullptr)
+    {
+        api.releaseStatus(status);
+        gelu = 0;
+    }
+    if (gelu != 0 && gelu != 1)
+    {
+        return invalid(api, "DATGemm: attribute gelu must be 0 or 1, got " + std::to_string(gelu));
+    }
     int isConstant = 0;
     TensorView weight;
     DAT_RETURN_IF_STATUS(api.kernelInfoGetConstantInputTensor(info, 1, &isConstant, &weight.value));
@@ -577,7 +589,7 @@ OrtStatus* createGemmKernel(Api const& api, OrtKernelInfo const* info, void** ke
     DAT_RETURN_IF_STATUS(dataPointers(api, {weight.value}, &data));
     auto packed = std::make_shared<cpu::PackedGemmWeights const>(
         cpu::packGemmWeights(static_cast<float const*>(data), weight.dims[0], weight.dims[1]));
-    *kernelOut = new Kernel{api, OpKind::kGemm, 0, 0, 0, 0, 0, 0.f, 0.f, std::move(packed)};
+    *kernelOut = new Kernel{api, OpKind::kGemm, 0, 0, 0, 0, 0, 0.f, 0.f, std::move(packed), gelu == 1};
     return nullptr;
 }
 
