@@ -144,9 +144,7 @@ def fuse_bias_gelu(model) -> int:
     if not replaced:
         return 0
     # The new node takes the place of the pattern's last node, after its inputs' producers.
-    kept = [replaced.get(id(n), n) for n in model.graph.node if id(n) not in removed or id(n) in replaced]
-    del model.graph.node[:]
-    model.graph.node.extend(kept)
+    _replace_nodes(model.graph, removed, replaced)
     _ensure_domain(model)
     _drop_unused_initializers(model.graph)
     return len(replaced)
@@ -157,6 +155,13 @@ def _ensure_domain(model) -> None:
 
     if not any(op.domain == PLUGIN_DOMAIN for op in model.opset_import):
         model.opset_import.append(helper.make_opsetid(PLUGIN_DOMAIN, 1))
+
+
+def _replace_nodes(graph, removed: set[int], replacements: dict[int, object]) -> None:
+    """Graph nodes in order without those in `removed` (by id), each in `replacements` swapped for its new node."""
+    kept = [replacements.get(id(n), n) for n in graph.node if id(n) not in removed or id(n) in replacements]
+    del graph.node[:]
+    graph.node.extend(kept)
 
 
 def _drop_unused_initializers(graph) -> None:
@@ -212,9 +217,7 @@ def fuse_add_layer_norm(model) -> int:
             add, fused = match
             at_add[id(add)] = fused
             removed.add(id(node))
-    kept = [at_add.get(id(n), n) for n in model.graph.node if id(n) not in removed]
-    del model.graph.node[:]
-    model.graph.node.extend(kept)
+    _replace_nodes(model.graph, removed, at_add)
     _ensure_domain(model)
     return len(at_add)
 
@@ -299,6 +302,8 @@ def _gemm_gelu(g: _Graph, gemm):
     """(DATBiasGelu, the Reshape between them or None) when `gemm`'s output goes, alone, to a DATBiasGelu whose
     bias can become the DATGemm's: directly or through one Reshape that keeps the last axis (how the exporter
     flattens nn.Linear's leading axes around its Gemm)."""
+    from onnx import TensorProto
+
     n = g.initializers[gemm.input[1]].dims[0]
     zero = g.constant(gemm.input[2])
     if zero is None or np.any(zero):
@@ -311,12 +316,12 @@ def _gemm_gelu(g: _Graph, gemm):
             return None
         value = reshape.output[0]
     readers = g.consumers.get(value, [])
-    if len(readers) != 1 or value in g.outputs or gemm.output[0] in g.outputs:
+    if len(readers) != 1 or value in g.outputs:
         return None
     gelu = readers[0]
     bias = g.initializers.get(gelu.input[1]) if len(gelu.input) > 1 else None
     if (gelu.op_type != "DATBiasGelu" or gelu.domain != PLUGIN_DOMAIN or gelu.input[0] != value or bias is None
-            or bias.data_type != 1 or list(bias.dims) != [n]):  # 1: TensorProto.FLOAT
+            or bias.data_type != TensorProto.FLOAT or list(bias.dims) != [n]):
         return None
     return gelu, reshape
 
@@ -344,9 +349,7 @@ def fuse_gemm_gelu(model) -> int:
         (reshape or node).output[0] = gelu.output[0]
         removed.add(id(gelu))
     if removed:
-        kept = [n for n in model.graph.node if id(n) not in removed]
-        del model.graph.node[:]
-        model.graph.node.extend(kept)
+        _replace_nodes(model.graph, removed, {})
         _drop_unused_initializers(model.graph)
     return len(removed)
 
