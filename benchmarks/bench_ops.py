@@ -31,6 +31,7 @@ from dat_deploy.model import deformable, sampling
 from dat_deploy.model.attention import _shift_window_mask
 from dat_deploy.model.windows import window_attention_reference
 from dat_deploy.native import ort_library_path
+from dat_deploy.profiling.runner import SETTLE_S
 
 
 @dataclass(frozen=True)
@@ -232,13 +233,15 @@ def session(model: bytes, library: str | None, threads: int) -> ort.InferenceSes
 
 def interleaved_median_ms(fns: dict, repeat: int, warmup: int = 3) -> dict[str, float]:
     """Median ms of each callable, called in turn round by round: a machine whose speed drifts (shared
-    cores, frequency) then slows every contender alike, and their ratio holds."""
+    cores, frequency) then slows every contender alike, and their ratio holds. Each timed call follows an
+    untimed pause (SETTLE_S), so the previous session's spinning workers are idle (profiling/runner.py)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
+            time.sleep(SETTLE_S)
             start = time.perf_counter()
             fn()
             times[name].append((time.perf_counter() - start) * 1e3)

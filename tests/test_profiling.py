@@ -124,9 +124,14 @@ class FakeBackend:
 class FakeClock:
     def __init__(self):
         self.now = 0.0
+        self.sleeps: list[float] = []
 
     def __call__(self):
         return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
 
 
 def _inputs(batches, size=4):
@@ -169,6 +174,26 @@ def test_runner_measures_with_the_given_clock():
     by_name = {r.backend: r for r in results}
     assert by_name["fast"].samples_ms == pytest.approx([2.0] * 4)
     assert by_name["slow"].samples_ms == pytest.approx([5.0] * 4)
+
+
+def test_runner_pauses_untimed_between_backends_only():
+    clock = FakeClock()
+    log: list = []
+    backends = {"a": FakeBackend("a", log, clock, cost_ms=2.0), "b": FakeBackend("b", log, clock, cost_ms=5.0)}
+    pauses_at: list[int] = []
+
+    def sleep(seconds):
+        pauses_at.append(len(log))
+        clock.sleep(seconds)
+
+    results = run_profile(backends, [1, 8], _inputs([1, 8]), warmup=1, iters=3, clock=clock, settle_s=0.25,
+                          sleep=sleep)
+    switches = [i for i in range(1, len(log)) if log[i][0] != log[i - 1][0]]
+    assert switches and pauses_at == switches  # before every change of backend, never between its batches
+    assert clock.sleeps == [0.25] * len(switches)
+    by_case = {(r.backend, r.batch): r.samples_ms for r in results}
+    assert by_case[("a", 1)] == pytest.approx([2.0] * 3)  # the pause is not in the samples
+    assert by_case[("b", 8)] == pytest.approx([5.0] * 3)
 
 
 def test_runner_with_duration_stops_after_full_rounds():

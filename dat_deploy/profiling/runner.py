@@ -4,6 +4,12 @@ Interleaving means a slow drift of the machine (thermal throttling, another user
 cache filling) lands on every case alike instead of on whichever backend happened to run last.
 Each round also starts one case later than the previous one, so no case always runs right after
 the same neighbour (and inherits its cache state).
+
+Between two cases of different backends the loop pauses (untimed, SETTLE_S): onnxruntime's intra-op
+workers keep spinning for a while after a run (session.intra_op.allow_spinning, on by default), and a
+case started at once shares the cores with them. Measured on 2 cores, DAT-T batch 8, two onnxruntime
+sessions alternating with two threads each: plugin flavour 499 ms back to back, 472 ms with a 50 ms pause
+(standalone: 480 ms); the plain export 891 and 865 ms. A 10 ms pause was not enough (495 ms).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import numpy as np
 from dat_deploy.profiling.memory import GpuPeak, PeakRss
 
 SPLIT_KEYS = ("h2d_ms", "compute_ms", "d2h_ms")
+SETTLE_S = 0.1  # pause between cases of different backends (see above)
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,8 @@ def run_profile(
     duration_s: float | None = None,
     on_step: StepCallback | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    settle_s: float = SETTLE_S,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> list[CaseResult]:
     """Time every backend at every batch size, interleaved.
 
@@ -75,7 +84,8 @@ def run_profile(
     timed rounds repeat until that many seconds have passed in total (at least one round);
     otherwise exactly `iters` rounds run. Warmup rounds are interleaved the same way and discarded.
     A backend with `timed_run(batch) -> (outputs, {"h2d_ms", "compute_ms", "d2h_ms"})` is timed
-    through it so that the transfer/compute split is kept.
+    through it so that the transfer/compute split is kept. Before a case whose backend is not the
+    previous case's, `sleep(settle_s)` lets the previous backend's worker threads go idle.
     """
     if (iters is None) == (duration_s is None):
         raise ValueError("give exactly one of iters and duration_s")
@@ -89,7 +99,12 @@ def run_profile(
 
     with PeakRss() as rss:
 
+        previous: list[str | None] = [None]
+
         def run_once(case: Case) -> tuple[float, dict[str, float] | None]:
+            if previous[0] is not None and previous[0] != case.backend and settle_s > 0:
+                sleep(settle_s)
+            previous[0] = case.backend
             backend = backends[case.backend]
             batch = inputs[case.batch]
             rss.begin(case)
