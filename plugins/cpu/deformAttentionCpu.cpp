@@ -134,6 +134,75 @@ __attribute__((noinline)) void biasRow(float const* __restrict__ t, int64_t pitc
     }
 }
 
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+// Every DAT model has 4 heads per group. With the group's 4 table planes interleaved per pixel (t[pixel * 4 + h]),
+// a key's two corners on one table row are 8 consecutive floats for all 4 heads: 4 vector loads make a key's
+// bias for the group, where biasRow's 64-bit gathers take 4 per 8 keys of one head (AVX2 gathers are slow).
+// Same arithmetic, same order, so the rows are those of biasRow. DAT-T's deformable attention at batch 8:
+// 1.16x faster (one thread, AMD EPYC, two runs; the bias rows alone about 1.6x).
+constexpr int64_t kBiasHeads = 4;
+
+// rows[h][n] = the bias of key n for head h of the group (t: its interleaved padded planes); -inf for keys <= n <
+// keysPad.
+__attribute__((noinline)) void biasRowsOfGroup(float const* __restrict__ t, int64_t pitch, int32_t const* __restrict__ oy,
+    float const* __restrict__ wy0, float const* __restrict__ wy1, int32_t const* __restrict__ ox,
+    float const* __restrict__ wx0, float const* __restrict__ wx1, int64_t keys, int64_t keysPad, float* const* rows)
+{
+    int64_t const below = kBiasHeads * pitch; // from a corner to the one a table row down
+    // The 4-head biases of 8 keys, placed so that one 4 x 8 transpose gives the heads' rows: key i at
+    // [8 (i % 4) + 4 (i / 4), + 4).
+    alignas(32) float keyHeads[32];
+    int64_t n = 0;
+    for (; n + 8 <= keys; n += 8)
+    {
+        for (int i = 0; i < 8; ++i)
+        {
+            int64_t const key = n + i;
+            float const* c = t + kBiasHeads * static_cast<int64_t>(oy[key] + ox[key]);
+            __m128 const x0 = _mm_set1_ps(wx0[key]);
+            __m128 const x1 = _mm_set1_ps(wx1[key]);
+            __m128 const top = _mm_add_ps(_mm_mul_ps(x0, _mm_loadu_ps(c)), _mm_mul_ps(x1, _mm_loadu_ps(c + 4)));
+            __m128 const bottom
+                = _mm_add_ps(_mm_mul_ps(x0, _mm_loadu_ps(c + below)), _mm_mul_ps(x1, _mm_loadu_ps(c + below + 4)));
+            _mm_store_ps(keyHeads + 8 * (i % 4) + 4 * (i / 4),
+                _mm_add_ps(_mm_mul_ps(_mm_set1_ps(wy0[key]), top), _mm_mul_ps(_mm_set1_ps(wy1[key]), bottom)));
+        }
+        // t_j = (key j | key j + 4) x 4 heads  ->  (keys 0..7) of head h.
+        __m256 const t0 = _mm256_load_ps(keyHeads);
+        __m256 const t1 = _mm256_load_ps(keyHeads + 8);
+        __m256 const t2 = _mm256_load_ps(keyHeads + 16);
+        __m256 const t3 = _mm256_load_ps(keyHeads + 24);
+        __m256 const lo01 = _mm256_unpacklo_ps(t0, t1); // k0h0 k1h0 k0h1 k1h1 | k4h0 k5h0 k4h1 k5h1
+        __m256 const hi01 = _mm256_unpackhi_ps(t0, t1); // heads 2, 3
+        __m256 const lo23 = _mm256_unpacklo_ps(t2, t3);
+        __m256 const hi23 = _mm256_unpackhi_ps(t2, t3);
+        _mm256_storeu_ps(rows[0] + n, _mm256_shuffle_ps(lo01, lo23, _MM_SHUFFLE(1, 0, 1, 0)));
+        _mm256_storeu_ps(rows[1] + n, _mm256_shuffle_ps(lo01, lo23, _MM_SHUFFLE(3, 2, 3, 2)));
+        _mm256_storeu_ps(rows[2] + n, _mm256_shuffle_ps(hi01, hi23, _MM_SHUFFLE(1, 0, 1, 0)));
+        _mm256_storeu_ps(rows[3] + n, _mm256_shuffle_ps(hi01, hi23, _MM_SHUFFLE(3, 2, 3, 2)));
+    }
+    for (; n < keys; ++n)
+    {
+        float const* c = t + kBiasHeads * static_cast<int64_t>(oy[n] + ox[n]);
+        for (int64_t h = 0; h < kBiasHeads; ++h)
+        {
+            float const top = wx0[n] * c[h] + wx1[n] * c[h + 4];
+            float const bottom = wx0[n] * c[below + h] + wx1[n] * c[below + h + 4];
+            rows[h][n] = wy0[n] * top + wy1[n] * bottom;
+        }
+    }
+    for (int64_t h = 0; h < kBiasHeads; ++h)
+    {
+        for (int64_t m = keys; m < keysPad; ++m)
+        {
+            rows[h][m] = kNegInf;
+        }
+    }
+}
+#else
+constexpr int64_t kBiasHeads = 0; // biasRow, head by head
+#endif
+
 int64_t ceilDiv(int64_t x, int64_t m)
 {
     return (x + m - 1) / m;
@@ -188,6 +257,18 @@ void deformAttention(DeformAttentionDims const& dm, void const* q, void const* k
         {
             loadRow(tablePadded.data() + h * paddedPlane + (i + kPadBefore) * pitch + kPadBefore, table, tableType,
                 (h * dm.tableH + i) * dm.tableW, dm.tableW, 1.f);
+        }
+    }
+    // With biasRowsOfGroup, each group's 4 planes interleaved per pixel.
+    bool const groupBias = kBiasHeads > 0 && hg == kBiasHeads;
+    std::vector<float> tableOfGroups(groupBias ? tablePadded.size() : 0);
+    for (int64_t h = 0; groupBias && h < dm.heads; ++h)
+    {
+        float* dst = tableOfGroups.data() + (h / hg) * paddedPlane * hg + h % hg;
+        float const* src = tablePadded.data() + h * paddedPlane;
+        for (int64_t i = 0; i < paddedPlane; ++i)
+        {
+            dst[i * hg] = src[i];
         }
     }
     // pos as fp32 (y, x) planes per image-group; query coordinates per axis (fp32, as in the contract).
@@ -322,6 +403,18 @@ void deformAttention(DeformAttentionDims const& dm, void const* q, void const* k
                 int64_t const p = q0 + r;
                 int64_t const yi = (p / dm.width) * keys;
                 int64_t const xi = (p % dm.width) * keys;
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+                if (groupBias)
+                {
+                    float* const headRows[kBiasHeads] = {w.s.data() + r * keysPad,
+                        w.s.data() + (blockRows + r) * keysPad, w.s.data() + (2 * blockRows + r) * keysPad,
+                        w.s.data() + (3 * blockRows + r) * keysPad};
+                    biasRowsOfGroup(tableOfGroups.data() + g * hg * paddedPlane, pitch, w.y.offset.data() + yi,
+                        w.y.w0.data() + yi, w.y.w1.data() + yi, w.x.offset.data() + xi, w.x.w0.data() + xi,
+                        w.x.w1.data() + xi, keys, keysPad, headRows);
+                    continue;
+                }
+#endif
                 for (int64_t hl = 0; hl < hg; ++hl)
                 {
                     biasRow(tablePadded.data() + (g * hg + hl) * paddedPlane, pitch, w.y.offset.data() + yi,
