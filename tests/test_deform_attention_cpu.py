@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
@@ -128,6 +128,12 @@ def test_model_stage_shapes(library, stage):
     key_h=st.integers(1, 9), key_w=st.integers(1, 9), table_h=st.integers(1, 30), table_w=st.integers(1, 30),
     convention=st.sampled_from(["dat", "dat_pp"]), seed=st.integers(0, 2**16),
 )
+# The 30 derandomized draws never reach 4 heads per group (the AVX2 group-bias path): two fixed examples do,
+# with whole 8-key vectors plus a tail, and with a tail only.
+@example(batch=2, height=5, width=7, groups=2, heads_per_group=4, head_dim=12, key_h=3, key_w=5, table_h=9,
+         table_w=11, convention="dat", seed=7)
+@example(batch=1, height=6, width=6, groups=1, heads_per_group=4, head_dim=8, key_h=1, key_w=7, table_h=11,
+         table_w=11, convention="dat_pp", seed=11)
 def test_property(library, batch, height, width, groups, heads_per_group, head_dim, key_h, key_w, table_h, table_w,
                   convention, seed):
     if convention == "dat_pp" and (height == 1 or width == 1):  # DAT++'s grid divides by (size - 1)

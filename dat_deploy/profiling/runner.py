@@ -9,7 +9,7 @@ Between two cases of different backends the loop pauses (untimed, SETTLE_S): onn
 workers keep spinning for a while after a run (session.intra_op.allow_spinning, on by default), and a
 case started at once shares the cores with them. Measured on 2 cores, DAT-T batch 8, two onnxruntime
 sessions alternating with two threads each: plugin flavour 499 ms back to back, 472 ms with a 50 ms pause
-(standalone: 480 ms); the plain export 891 and 865 ms. A 10 ms pause was not enough (495 ms).
+(alone, profiled: 480 ms); the plain export 891 and 872 ms. A 10 ms pause was not enough (495 ms).
 """
 
 from __future__ import annotations
@@ -99,12 +99,13 @@ def run_profile(
 
     with PeakRss() as rss:
 
-        previous: list[str | None] = [None]
+        previous_backend: str | None = None
 
         def run_once(case: Case) -> tuple[float, dict[str, float] | None]:
-            if previous[0] is not None and previous[0] != case.backend and settle_s > 0:
+            nonlocal previous_backend
+            if previous_backend not in (None, case.backend) and settle_s > 0:
                 sleep(settle_s)
-            previous[0] = case.backend
+            previous_backend = case.backend
             backend = backends[case.backend]
             batch = inputs[case.batch]
             rss.begin(case)

@@ -7,7 +7,7 @@
 // plugins/README.md).
 // Two software prefetches keep the FMAs fed at DAT's large M (x and y far beyond the caches): each tile asks for
 // its y lines before its k loop, and each row panel's last k block asks for the next panel's x rows, a share per
-// column panel (one thread, DAT-T's stage 1-3 shapes: 1.00-1.07x per shape, the K = 96 and 384-column ones most).
+// column panel (one thread, DAT-T's stage 1-3 shapes: 1.00-1.11x per shape, stage 1's the most).
 // The accumulators are named variables, not an array: GCC 12 kept an array of them in registers but also stored
 // every one of them to the stack on each k step (2.5x slower).
 #include "gemmCpu.h"
@@ -71,7 +71,7 @@ void tile(int64_t kc, float const* __restrict__ x, int64_t ldx, float const* __r
 #define DAT_GEMM_PREFETCH_Y(r)                                                                                         \
     if constexpr (r < R)                                                                                               \
     {                                                                                                                  \
-        __builtin_prefetch(y + r * ldy, 1, 3);                                                                 \
+        __builtin_prefetch(y + r * ldy, 1, 3);                                                                         \
     }
     DAT_GEMM_ROWS(DAT_GEMM_PREFETCH_Y)
     for (int64_t k = 0; k < kc; ++k)
@@ -152,6 +152,7 @@ void gemm(float const* x, int64_t m, PackedGemmWeights const& w, float const* bi
     int64_t const k = w.k;
     int64_t const nPad = roundUp(n, kPanel);
     int64_t const panels = (m + kRows - 1) / kRows;
+    int64_t const columnPanels = (n + kPanel - 1) / kPanel;
     if (k == 0) // x W^T is empty: y is the bias (or its GELU)
     {
         for (int64_t row = 0; row < m; ++row)
@@ -174,7 +175,6 @@ void gemm(float const* x, int64_t m, PackedGemmWeights const& w, float const* bi
             char const* const nextX = reinterpret_cast<char const*>(x + (row + kRows) * k);
             int64_t const nextLines
                 = p + 1 < end ? (std::min<int64_t>(kRows, m - row - kRows) * k * sizeof(float) + 63) / 64 : 0;
-            int64_t const columnPanels = (n + kPanel - 1) / kPanel;
             for (int64_t k0 = 0; k0 < k; k0 += kBlockK)
             {
                 int64_t const kc = std::min(kBlockK, k - k0);
