@@ -3,7 +3,7 @@
     python benchmarks/bench_export.py [--variants dat_t,dat_pp_t] [--flavor standard|plugin] [--layout fast|official] [--output reports/bench_export.json]
 
 Every export is also checked against PyTorch in onnxruntime (the exporter refuses to write a graph
-that does not match), so a full run doubles as the all-variants parity check of the export issue.
+that does not match), so a full run doubles as a parity check of every variant.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from dat_deploy.model import deformable, sampling
-from dat_deploy.model.attention import _shift_window_mask
+from dat_deploy.model.attention import shift_window_mask
 from dat_deploy.model.windows import window_attention_reference
 from dat_deploy.native import ort_library_path
 from dat_deploy.profiling.runner import SETTLE_S
@@ -156,7 +156,7 @@ def window_feeds(s: WindowStage, batch: int, rng: np.random.Generator) -> dict[s
     tokens = s.window * s.window
     bias = rng.standard_normal((1, s.heads, tokens, tokens), dtype=np.float32)
     if s.shift:
-        bias = bias + _shift_window_mask(s.size, s.window, s.shift).numpy()[:, None]
+        bias = bias + shift_window_mask(s.size, s.window, s.shift).numpy()[:, None]
     return {"qkv": rng.standard_normal((batch, s.size, s.size, 3 * s.channels), dtype=np.float32),
             "bias": np.ascontiguousarray(bias, dtype=np.float32)}
 

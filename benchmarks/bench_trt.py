@@ -2,13 +2,16 @@
 
     python benchmarks/bench_trt.py                         # dat_t, batch 1/8/32
     python benchmarks/bench_trt.py --variants dat_t,dat_pp_t --iters 100
+    python benchmarks/bench_trt.py --goal torch-fp16-eager=3 --goal trt-native-fp16=1   # judge the plugin engine
 
 For each variant: exports the standard and plugin flavours (opset 18), builds both fp16 engines
-(profile 1/8/32, build times recorded), checks them against PyTorch fp32 (max abs, cosine, top-1
-agreement at batch 1 and 32), then times all backends in one interleaved loop per batch size on
-device-resident inputs (GPU time, what trtexec calls GPU Compute), plus the engines end to end
-from host memory (H2D + compute + D2H). Ratios are against PyTorch fp16 eager of the same run.
-Goals from the issue: plugin engine at batch 32 >= 3x PyTorch fp16 eager, and faster than native.
+(profile 1/8/32, build times recorded), checks them against PyTorch fp32 with the comparator of
+`dat-deploy validate` (dat_deploy/parity/compare.py, fp16 tolerances: max abs, cosine, top-1
+agreement, PASSED/FAILED at batch 1 and the largest batch), then times all backends in one
+interleaved loop per batch size on device-resident inputs (GPU time, what trtexec calls GPU
+Compute), plus the engines end to end from host memory (H2D + compute + D2H). Ratios are of
+the plugin engine's images/s over each other case's, at the largest batch, from the same run;
+`--goal CASE=RATIO` marks each as met or not.
 
 Where TensorRT or a GPU is missing it prints why and exits 0. Writes reports/bench-trt-<time>/bench.json.
 """
@@ -44,8 +47,45 @@ def parse_args(argv=None):
     parser.add_argument("--iters", type=int, default=50)
     parser.add_argument("--models", type=Path, default=Path("reports") / "bench-trt-models",
                         help="where exports and engines go (reused between runs)")
+    parser.add_argument("--goal", action="append", default=[], metavar="CASE=RATIO", type=parse_goal,
+                        help="a speed goal for the plugin engine at the largest batch: at least RATIO times the "
+                             "images/s of CASE (torch-fp16-eager, trt-native-fp16, ...); repeatable")
     parser.add_argument("--output", type=Path, default=None)
     return parser.parse_args(argv)
+
+
+def parse_goal(text: str) -> tuple[str, float]:
+    case, _, ratio = text.partition("=")
+    try:
+        value = float(ratio)
+    except ValueError:
+        value = 0.0
+    if not case.strip() or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected CASE=RATIO with a ratio > 0, e.g. torch-fp16-eager=3")
+    return case.strip(), value
+
+
+def parity_entry(expected, got) -> dict:
+    """The fp16 verdict of `dat-deploy validate` for one batch of logits (reference: PyTorch fp32)."""
+    from dat_deploy.parity.compare import TOLERANCES, compare_output
+
+    result = compare_output("logits", expected, got, TOLERANCES["fp16"], is_logits=True)
+    return {"max_abs": result.max_abs, "cosine": result.cosine, "top1_agreement": result.top1_agreement,
+            "passed": result.passed, "failures": result.failures}
+
+
+def plugin_ratios(row: dict, goals: dict[str, float]) -> tuple[dict[str, float], list[str]]:
+    """The plugin engine's images/s over every other case's in one batch's row, and one line per goal."""
+    mine = row["trt-plugin-fp16"]["images_per_s"]
+    ratios = {name: mine / case["images_per_s"] for name, case in row.items() if name != "trt-plugin-fp16"}
+    lines = []
+    for name, goal in goals.items():
+        if name not in ratios:
+            lines.append(f"goal {goal:g}x {name}: no such case (cases: {', '.join(ratios)})")
+        else:
+            lines.append(f"plugin engine {ratios[name]:.2f}x {name} (goal {goal:g}x): "
+                         f"{'met' if ratios[name] >= goal else 'NOT met'}")
+    return ratios, lines
 
 
 def export(variant: str, flavor: str, models: Path, log) -> Path:
@@ -138,13 +178,7 @@ def main(argv=None) -> int:
             with torch.no_grad():
                 expected = reference(torch.from_numpy(case.batch).cuda()).float().cpu().numpy()
             for flavor, backend in backends.items():
-                got = backend.run(case.batch)["logits"]
-                cos = (got * expected).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1))
-                entry["parity"][f"{flavor} b{batch}"] = {
-                    "max_abs": float(np.abs(got - expected).max()),
-                    "min_cosine": float(cos.min()),
-                    "top1_agreement": float((got.argmax(1) == expected.argmax(1)).mean()),
-                }
+                entry["parity"][f"{flavor} b{batch}"] = parity_entry(expected, backend.run(case.batch)["logits"])
 
         for batch in batches:
             host = np.random.default_rng(batch).standard_normal((batch, 3, spec.input_size, spec.input_size),
@@ -183,13 +217,14 @@ def main(argv=None) -> int:
                                   f"({entry['throughput'][b][name]['median_ms']:.2f})" for b in batches))
         console.print(table)
         top = max(batches)
-        row = entry["throughput"][top]
-        vs_eager = row["trt-plugin-fp16"]["images_per_s"] / row["torch-fp16-eager"]["images_per_s"]
-        vs_native = row["trt-plugin-fp16"]["images_per_s"] / row["trt-native-fp16"]["images_per_s"]
-        entry["ratios"] = {f"plugin_vs_torch_fp16_eager_b{top}": vs_eager, f"plugin_vs_native_b{top}": vs_native}
-        console.print(f"{variant} batch {top}: plugin engine {vs_eager:.2f}x PyTorch fp16 eager (goal >= 3x), "
-                      f"{vs_native:.2f}x the native engine (goal > 1x); build s {entry['build_seconds']}; "
-                      f"parity {json.dumps(entry['parity'])}", highlight=False)
+        ratios, goal_lines = plugin_ratios(entry["throughput"][top], dict(args.goal))
+        entry["ratios"] = {f"plugin_vs_{name}_b{top}": ratio for name, ratio in ratios.items()}
+        entry["goals"] = goal_lines
+        console.print(f"{variant} batch {top}: plugin engine "
+                      + ", ".join(f"{ratio:.2f}x {name}" for name, ratio in ratios.items())
+                      + f"; build s {entry['build_seconds']}; parity {json.dumps(entry['parity'])}", highlight=False)
+        for line in goal_lines:
+            console.print(f"- {variant}: {line}", highlight=False)
 
     write_text(output / "bench.json", json.dumps(results, indent=2, default=float) + "\n")
     console.print(f"wrote {output / 'bench.json'}")

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-from dat_deploy.model.attention import _shift_window_mask
+from dat_deploy.model.attention import shift_window_mask
 from dat_deploy.model.windows import window_attention_reference
 from dat_deploy.native import ort_library_path
 
@@ -118,7 +118,7 @@ DAT_T = [(56, 3, 4), (56, 3, 0), (28, 6, 4), (28, 6, 0), (14, 12, 0), (7, 24, 0)
 def test_dat_t_shapes(library, stage):
     size, heads, shift = stage
     if shift:  # the mask here is the model's own
-        assert torch.equal(shift_mask(size, size, 7, shift), _shift_window_mask(size, 7, shift))
+        assert torch.equal(shift_mask(size, size, 7, shift), shift_window_mask(size, 7, shift))
     check(library, 1, size, size, heads, 32, 7, shift, per_window_bias=shift > 0, seed=size + shift)
 
 

@@ -24,7 +24,7 @@ def _swin_relative_index(window: int) -> torch.Tensor:
     return relative[0] * (2 * window - 1) + relative[1]
 
 
-def _shift_window_mask(fmap_size: int, window: int, shift: int) -> torch.Tensor:
+def shift_window_mask(fmap_size: int, window: int, shift: int) -> torch.Tensor:
     """(nW, w*w, w*w) additive mask, -100 between tokens that come from different regions after the roll."""
     region = torch.zeros(fmap_size, fmap_size)
     bounds = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
@@ -83,7 +83,7 @@ class ShiftWindowAttention(LocalAttention):
     def __init__(self, dim: int, heads: int, window_size: int, fmap_size: int):
         super().__init__(dim, heads, window_size)
         self.shift_size = math.ceil(window_size / 2)
-        self.register_buffer("attn_mask", _shift_window_mask(fmap_size, window_size, self.shift_size))
+        self.register_buffer("attn_mask", shift_window_mask(fmap_size, window_size, self.shift_size))
 
     def forward(self, x: torch.Tensor):
         s = self.shift_size

@@ -10,7 +10,8 @@ from dat_deploy.atomic import atomic_path
 from dat_deploy.errors import UserError
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, or a UserError saying how to install matplotlib."""
     try:
         import matplotlib
     except ImportError as exc:
@@ -31,7 +32,7 @@ def _backends_in_order(report: dict) -> list[str]:
 
 def plot_throughput(report: dict, path: Path, overwrite: bool = False) -> Path:
     """images/s against batch size, one line per backend."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     batches = sorted({row["batch"] for row in report["results"]})
     for name in _backends_in_order(report):
@@ -46,12 +47,12 @@ def plot_throughput(report: dict, path: Path, overwrite: bool = False) -> Path:
     ax.set_title(f"{report['variant']}: throughput (higher is better)")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    return _save(fig, plt, path, overwrite)
+    return save_figure(fig, plt, path, overwrite)
 
 
 def plot_latency(report: dict, path: Path, overwrite: bool = False) -> Path:
     """Latency distribution per case: one box plot per (backend, batch), one panel per batch size."""
-    plt = _pyplot()
+    plt = pyplot()
     batches = sorted({row["batch"] for row in report["results"]})
     fig, axes = plt.subplots(1, len(batches), figsize=(3.2 * len(batches) + 1.5, 4.2), dpi=120, squeeze=False)
     for ax, batch in zip(axes[0], batches):
@@ -65,10 +66,11 @@ def plot_latency(report: dict, path: Path, overwrite: bool = False) -> Path:
         ax.set_ylabel("latency per batch (ms)")
         ax.grid(True, axis="y", alpha=0.3)
     fig.suptitle(f"{report['variant']}: latency distribution (box: quartiles, whiskers: p1-p99, triangle: mean, dots: samples)")
-    return _save(fig, plt, path, overwrite)
+    return save_figure(fig, plt, path, overwrite)
 
 
-def _save(fig, plt, path: Path, overwrite: bool) -> Path:
+def save_figure(fig, plt, path: Path, overwrite: bool = False) -> Path:
+    """Lay out, write `fig` as PNG atomically (refusing to overwrite unless asked) and close it."""
     fig.tight_layout()
     try:
         with atomic_path(Path(path), overwrite) as tmp:

@@ -15,7 +15,7 @@ import torch
 
 from dat_deploy import native
 from dat_deploy.model import sampling
-from dat_deploy.model.attention import _shift_window_mask
+from dat_deploy.model.attention import shift_window_mask
 from dat_deploy.model.deformable import deformable_attention_reference
 from dat_deploy.model.windows import window_attention_reference
 
@@ -131,7 +131,7 @@ def window_inputs(case, dtype, bias_dtype, seed):
     bias = torch.randn(1, heads, tokens, tokens, device="cuda", generator=g) * 2
     windows = (height // window) * (width // window)
     if shift and height == width:
-        bias = bias + _shift_window_mask(height, window, shift).to("cuda")[:, None]
+        bias = bias + shift_window_mask(height, window, shift).to("cuda")[:, None]
     elif per_window:
         bias = bias + torch.randn(windows, heads, tokens, tokens, device="cuda", generator=g)
     return qkv, bias.to(bias_dtype).contiguous()

@@ -5,6 +5,7 @@ Conv) run through MLAS, close to the rate each shape reaches alone, so the time 
 that graph rewrites and custom ops do not lower: what remains to win is the time of every other op.
 `speed_ceiling` turns one backend's op profile and the timed means of the same loop into that
 floor, the speedup it would give over each baseline, and how much time a goal leaves the other ops.
+Used by `bench_backends.py --ops`; tested in tests/test_ceiling.py.
 """
 
 from __future__ import annotations
@@ -63,11 +64,12 @@ class SpeedCeiling:
         return asdict(self)
 
 
-def speed_ceiling(backend: str, batch: int, backend_ms: float, profile: dict, goals: dict[str, tuple[float, float]],
-                  machine_gmac_s: float | None = None) -> SpeedCeiling:
+def speed_ceiling(backend: str, batch: int, backend_ms: float, profile: dict,
+                  goals: dict[str, tuple[float, float | None]], machine_gmac_s: float | None = None) -> SpeedCeiling:
     """The floor of `backend` from its op profile (`OpProfile.as_dict()`).
 
-    `goals` maps a baseline's name to (its timed mean in ms, the speedup wanted over it).
+    `goals` maps a baseline's name to (its timed mean in ms, the speedup wanted over it, or None for
+    a baseline without a goal: its best speedup is computed, no budget).
     The profile's shares are applied to the timed mean: profiling adds its own overhead, and the
     timed loop is what the goals are judged on.
     """
@@ -82,7 +84,7 @@ def speed_ceiling(backend: str, batch: int, backend_ms: float, profile: dict, go
     if gmac and machine_gmac_s:
         peak_ms = gmac / machine_gmac_s * 1000.0
         peak = {name: mean / peak_ms for name, (mean, _) in goals.items()}
-    budget = {name: mean / goal - matrix_ms for name, (mean, goal) in goals.items()}
+    budget = {name: mean / goal - matrix_ms for name, (mean, goal) in goals.items() if goal}
     return SpeedCeiling(backend=backend, batch=batch, backend_ms=backend_ms, matrix_share=share, matrix_ms=matrix_ms,
                         other_ms=backend_ms - matrix_ms, matrix_gmac_s=rate, machine_gmac_s=machine_gmac_s,
                         best_speedup=best, peak_speedup=peak, other_budget_ms=budget)
@@ -104,6 +106,9 @@ def describe_ceiling(variant: str, ceiling: SpeedCeiling) -> str:
         f"{budget:.0f} ms against {name}" if budget >= 0 else f"none against {name} (the matrix products alone are "
                                                              f"{-budget:.0f} ms over)"
         for name, budget in ceiling.other_budget_ms.items())
-    return (f"- {variant} batch {ceiling.batch} {ceiling.backend}: matrix products (Gemm, DATGemm, MatMul, Conv) take "
+    line = (f"- {variant} batch {ceiling.batch} {ceiling.backend}: matrix products (Gemm, DATGemm, MatMul, Conv) take "
             f"{ceiling.matrix_share:.0%} of kernel time, {ceiling.matrix_ms:.0f} of {ceiling.backend_ms:.0f} ms{rate}. "
-            f"With every other op free: {best}. The goals leave the other ops ({ceiling.other_ms:.0f} ms now): {budgets}.")
+            f"With every other op free: {best}.")
+    if budgets:
+        line += f" The goals leave the other ops ({ceiling.other_ms:.0f} ms now): {budgets}."
+    return line
