@@ -3,7 +3,7 @@
 Both sides must rebuild exactly the same inputs, so the recipe lives here and nowhere else:
 the weights are `dat_deploy.model.seeded_init.seeded_state_dict(model.state_dict(), seed=0)`
 and every input batch is drawn from a CPU generator seeded by its batch size alone.
-The expected counts are the official code's (shared/reference/dat_model.md section 5).
+The expected counts were taken from the official code (github.com/LeapLabTHU/DAT) run on CPU.
 """
 
 from __future__ import annotations

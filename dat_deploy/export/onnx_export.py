@@ -1,6 +1,6 @@
 """PyTorch -> ONNX: trace with torch's dynamo exporter, simplify with onnxslim, check, stamp metadata.
 
-Facts that shape this module (shared/reference/onnxruntime.md):
+Facts that shape this module (measured with torch 2.13 and onnxruntime 1.32):
 * the example batch is >= 2, otherwise torch.export silently freezes the batch dimension;
 * the standard flavour defaults to opset 18: TensorRT's parser maps opset-20 GridSample
   `linear` to nearest, and the dynamo exporter has no implementations below 18 (17 is

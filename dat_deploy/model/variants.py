@@ -1,7 +1,7 @@
 """The zoo: every published DAT / DAT++ variant with its architecture and evaluation recipe.
 
-Architectures follow the official configs (tag CVPR2022 for DAT, branch main for DAT++);
-see shared/reference/dat_model.md section 2. Checkpoint file names follow the official READMEs
+Architectures follow the official configs, `configs/*.yaml` of github.com/LeapLabTHU/DAT (tag CVPR2022
+for DAT, branch main for DAT++). Checkpoint file names follow the official READMEs
 (only the tiny names are spelled out there; the others follow the same pattern).
 """
 

@@ -10,7 +10,7 @@ namespace dat
 namespace cuda
 {
 // Kernels live in a named namespace: nvcc 13's stub generator rejects __global__ templates in an
-// anonymous one (shared/reference/tensorrt.md §1.4).
+// anonymous one (its generated *.cudafe1.stub.c fails to compile).
 namespace kernels
 {
 using namespace kernelUtil;

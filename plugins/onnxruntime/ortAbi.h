@@ -1,5 +1,5 @@
 // The few pieces of the onnxruntime C ABI that libdat_ort_ops uses, declared here because no ORT
-// package ships its C headers (shared/reference/onnxruntime.md §4-5).
+// package on PyPI ships its C headers (the wheels hold no include/ folder).
 //
 // Source of truth: include/onnxruntime/core/session/onnxruntime_c_api.h of microsoft/onnxruntime.
 // The ABI is append-only: OrtApi is a table of function pointers whose slots never move, and
