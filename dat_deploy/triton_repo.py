@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from dat_deploy.atomic import ensure_writable_dir
+from dat_deploy.atomic import check_creatable_dir, check_not_exists, ensure_writable_dir
 from dat_deploy.errors import UserError
 from dat_deploy.export.repository import write_model_folder
 from dat_deploy.hashing import sha256_file
@@ -246,9 +246,12 @@ def gather(
     image: str = DEFAULT_IMAGE,
 ) -> GatherResult:
     """Copy the chosen model folders into the repository `output` and say how to serve it."""
-    output = ensure_writable_dir(Path(output))
+    check_creatable_dir(Path(output))
     folders = resolve_sources(sources, Path(models_root))
     checked = [(folder, *check_config(folder)) for folder in folders]  # check everything before copying
+    for folder in folders:
+        check_not_exists(Path(output) / folder.name, overwrite)
+    output = ensure_writable_dir(Path(output))  # only now: a refused source leaves no empty repository
 
     libraries = {_ORT: ort_ops_library, _TRT: trt_plugin_library}
     gathered = []

@@ -14,7 +14,7 @@ from typing import Callable
 
 import onnx
 
-from dat_deploy.atomic import check_creatable_dir
+from dat_deploy.atomic import check_creatable_dir, check_folder_name
 from dat_deploy.errors import UserError
 from dat_deploy.export.onnx_export import DEFAULT_OPSET, TraceOptions, export_model
 from dat_deploy.export.repository import SIDECAR_NAME, write_model_folder
@@ -97,7 +97,7 @@ def export_onnx(
     """Export, verify against PyTorch, then write models/<name>/ atomically. Raises UserError on failure."""
     start = time.perf_counter()
     spec = get_variant(variant)
-    name = name or default_name(variant, flavor, features, dynamic_hw, layout)
+    name = check_folder_name(name if name is not None else default_name(variant, flavor, features, dynamic_hw, layout))
     final_folder = Path(output_dir) / name
     if final_folder.exists() and not overwrite:  # write_model_folder checks too; this fails before minutes of tracing
         raise UserError(f"{final_folder} already exists. Pass --overwrite to replace it, or choose another --name.")

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from dat_deploy.atomic import ensure_writable_dir
+from dat_deploy.atomic import current_umask, ensure_writable_dir
 from dat_deploy.errors import UserError
 
 SIDECAR_NAME = "dat_deploy.json"
@@ -29,7 +29,7 @@ def write_model_folder(root: Path, name: str, files: dict[str, bytes], overwrite
     if final.exists() and not overwrite:
         raise UserError(f"{final} already exists. Pass --overwrite to replace it, or choose another --name.")
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=root))
-    staging.chmod(0o755)  # mkdtemp makes it private; a model repository is read by the serving user
+    staging.chmod(0o777 & ~current_umask())  # mkdtemp makes it private; the umask decides, as for mkdir
     try:
         for relative, data in files.items():
             target = staging / relative

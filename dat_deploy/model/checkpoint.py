@@ -38,13 +38,19 @@ def _load_pth(path: Path) -> object:
             f"{path} pickles objects other than tensors and a yacs config, so it was not loaded "
             f"(unpickling them could run code). Re-save just the state dict: "
             f"torch.save(torch.load(f, weights_only=False)['model'], 'clean.pth') on a machine you trust. "
-            f"Detail: {str(exc).splitlines()[0]}"
+            f"Detail: {_first_line(exc)}"
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    # torch's weights-only unpickler meets damaged data with assorted errors (KeyError for an unknown opcode).
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError, TypeError) as exc:
         raise UserError(
-            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {str(exc).split('. ')[0]}. "
+            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {_first_line(exc)}. "
             f"Download it again and compare its size and checksum."
         ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().split(". ")[0].splitlines()
+    return text[0] if text and text[0] else type(exc).__name__
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -54,7 +60,57 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"{path} is not a readable safetensors file (truncated or corrupt?): {exc}.") from exc
+        raise UserError(f"{path} is not a readable safetensors file (truncated or corrupt?): {_first_line(exc)}.") from exc
+
+
+def sniff_format(path: Path) -> str:
+    """What a weights file is, from its first bytes: zip (torch.save), pickle (legacy torch.save),
+    safetensors, lfs-pointer, html, json, text, empty, or unknown."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+        size = f.seek(0, 2)
+    if not head:
+        return "empty"
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return "zip"
+    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle protocol 2-5
+        return "pickle"
+    if len(head) >= 9:  # safetensors: u64 little-endian header length, then the JSON header
+        header_len = int.from_bytes(head[:8], "little")
+        if head[8:9] == b"{" and 0 < header_len <= size - 8:
+            return "safetensors"
+    if b"\x00" in head:
+        return "unknown"
+    text = head.decode("utf-8", errors="ignore").lstrip("\ufeff \t\r\n").lower()
+    if text.startswith("version https://git-lfs"):
+        return "lfs-pointer"
+    if text.startswith(("<!doctype html", "<html", "<head", "<body", "<?xml", "<!--")):
+        return "html"
+    if text.startswith(("{", "[")):
+        return "json"
+    printable = sum(ch.isprintable() or ch in "\t\r\n" for ch in head.decode("utf-8", errors="replace"))
+    return "text" if printable >= 0.95 * len(head.decode("utf-8", errors="replace")) else "unknown"
+
+
+_NOT_A_CHECKPOINT = {
+    "empty": "is empty (0 bytes): the download or copy did not finish. Download it again",
+    "lfs-pointer": "is a Git LFS pointer (a small text file that stands for the real file), not the weights. "
+                   "Run `git lfs pull` in its repository, or download the checkpoint itself",
+    "html": "is an HTML page, not a checkpoint: the download saved a web page (a sign-in, error or "
+            "confirmation page). Download the .pth file itself",
+    "json": "is a JSON file, not a checkpoint. Pass the .pth or .safetensors file with the weights",
+    "text": "is a text file, not a checkpoint. Pass the .pth or .safetensors file with the weights",
+    "unknown": "is not a checkpoint: neither a PyTorch file (zip or pickle) nor safetensors. "
+               "Pass the official .pth or a .safetensors file",
+}
+
+
+def _is_torch_zip(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("data.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return True  # a damaged torch file: torch.load reports it
 
 
 def extract_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
@@ -75,7 +131,13 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"weights file {path} does not exist. Check the --weights path.")
-    raw = _load_safetensors(path) if path.suffix == ".safetensors" else _load_pth(path)
+    kind = sniff_format(path)
+    if kind in _NOT_A_CHECKPOINT:
+        raise UserError(f"weights file {path} {_NOT_A_CHECKPOINT[kind]}.")
+    if kind == "zip" and not _is_torch_zip(path):
+        raise UserError(f"weights file {path} is a zip archive but not a PyTorch checkpoint (no data.pkl inside). "
+                        "Unpack it, or pass the .pth file itself.")
+    raw = _load_safetensors(path) if kind == "safetensors" else _load_pth(path)
     return extract_state_dict(raw, path)
 
 

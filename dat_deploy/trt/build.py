@@ -1,8 +1,10 @@
 """`dat-deploy build-trt`: ONNX -> models/<name>_trt_<precision>/ (plan, config.pbtxt, sidecar, README).
 
-Every step that does not need TensorRT runs first (pick the model, check flavour and opset, write
-the fp16 graph), so a machine without TensorRT still produces and validates the fp16 artifact and
-then stops with the install hint before anything of the engine folder exists.
+Every check runs before any work (pick the model, check flavour, opset and name, then TensorRT and
+the plugin library), so a machine without TensorRT stops with the install hint having written
+nothing. The fp16 graph is converted into a temporary folder and lands in models/ only inside the
+finished engine folder, which appears whole (config, plan, sidecar) or not at all; `convert-fp16`
+writes the fp16 graph alone.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from dat_deploy.atomic import check_folder_name
 from dat_deploy.errors import UserError
 from dat_deploy.trt.engine_builder import Profile
 from dat_deploy.trt.source import SourceModel, check_flavor, find_latest_export, read_source
@@ -123,8 +127,7 @@ def prepare_build(options: BuildOptions, log: Callable[[str], None] = print) -> 
 
     precision = precision_name(options.fp16)
     name = options.name or source.name
-    if not name or "/" in name or name.startswith("."):
-        raise UserError(f"invalid model name {name!r}; pass --name with a plain folder name.")
+    check_folder_name(name, "--name" if options.name else "model name")
     folder = EngineFolder(Path(options.output) / f"{name}_trt_{precision}")
     if not options.overwrite and folder.root.exists():
         # A folder holding only the fp16 graph is what a build without TensorRT leaves: carry on from it.
@@ -134,42 +137,40 @@ def prepare_build(options: BuildOptions, log: Callable[[str], None] = print) -> 
                 f"{existing[0]} already exists. Pass --overwrite to replace the engine, or choose another --name/--output."
             )
     source_sha = sha256_file(source.path)
-    prepared = PreparedBuild(source, picked, precision, folder, source.path, source_sha)
-    if options.fp16:
-        _write_fp16_graph(prepared, options.overwrite, log)
-    return prepared
+    return PreparedBuild(source, picked, precision, folder, source.path, source_sha)
 
 
-def _write_fp16_graph(prepared: PreparedBuild, overwrite: bool, log: Callable[[str], None]) -> None:
+def write_fp16_graph(prepared: PreparedBuild, workdir: Path, overwrite: bool, log: Callable[[str], None]) -> None:
+    """The fp16 graph TensorRT parses, in `workdir`; one left in the engine folder from this same source is reused."""
     import onnx  # noqa: PLC0415
 
-    from dat_deploy.atomic import atomic_path  # noqa: PLC0415
     from dat_deploy.export.fp16 import convert_to_fp16, precision_summary  # noqa: PLC0415
 
-    target = prepared.folder.fp16_onnx
-    prepared.engine_onnx = target
-    if target.exists():
-        previous = onnx.load(str(target), load_external_data=False)
+    previous_path = prepared.folder.fp16_onnx
+    if previous_path.is_file():
+        previous = onnx.load(str(previous_path), load_external_data=False)
         made_from = {p.key: p.value for p in previous.metadata_props}.get("fp16_source_sha256")
         if made_from == prepared.source_sha256 and not overwrite:
-            log(f"reusing the fp16 graph {target} (converted from this same source)")
+            log(f"reusing the fp16 graph {previous_path} (converted from this same source)")
+            prepared.engine_onnx = previous_path
             prepared.fp16_reused = True
             prepared.fp16_summary = precision_summary(previous).as_dict()
             return
         if not overwrite:
             raise UserError(
-                f"{target} already exists and was converted from another source. Pass --overwrite to replace it."
+                f"{previous_path} already exists and was converted from another source. Pass --overwrite to replace it."
             )
     model = onnx.load(str(prepared.source.path))
     converted = convert_to_fp16(model)
     converted.metadata_props.add(key="fp16_source_sha256", value=prepared.source_sha256)
     onnx.checker.check_model(converted)
-    with atomic_path(target, overwrite=True) as tmp:
-        onnx.save(converted, str(tmp))
+    target = Path(workdir) / FP16_ONNX_FILE
+    onnx.save(converted, str(target))
+    prepared.engine_onnx = target
     summary = precision_summary(converted).as_dict()
     prepared.fp16_summary = summary
     log(
-        f"wrote the fp16 graph {target}: {sum(summary['fp16_nodes'].values())} fp16 nodes, "
+        f"converted the graph to fp16: {sum(summary['fp16_nodes'].values())} fp16 nodes, "
         f"{sum(summary['fp32_nodes'].values())} fp32 nodes, "
         f"{summary['casts']['to_fp16'] + summary['casts']['to_fp32']} casts"
     )
@@ -208,16 +209,25 @@ def image_dims(source: SourceModel) -> tuple[int, int, int]:
 
 
 def build_trt(options: BuildOptions, log: Callable[[str], None] = print) -> BuildResult:
-    """The whole `build-trt`: prepare (no TensorRT needed), then build and write the engine folder."""
-    from dat_deploy.export.repository import write_model_folder  # noqa: PLC0415
-    from dat_deploy.trt.engine_builder import build_engine, device_description  # noqa: PLC0415
-    from dat_deploy.hashing import sha256_file  # noqa: PLC0415
+    """The whole `build-trt`: every check, then convert (fp16), build, and write the engine folder at once."""
     from dat_deploy.trt.loader import import_tensorrt  # noqa: PLC0415
-    from dat_deploy.trt.triton import config_text, plugin_readme, tensorrt_model_config  # noqa: PLC0415
 
     prepared = prepare_build(options, log)
     trt = import_tensorrt()  # stops here, with the install hint, where TensorRT is missing
     plugin = _resolve_plugin_library(options, prepared.source)
+    with tempfile.TemporaryDirectory(prefix="dat-deploy-trt-") as workdir:
+        if options.fp16:
+            write_fp16_graph(prepared, Path(workdir), options.overwrite, log)
+        return _build_and_write(options, prepared, trt, plugin, log)
+
+
+def _build_and_write(options: BuildOptions, prepared: PreparedBuild, trt, plugin: Path | None,
+                     log: Callable[[str], None]) -> BuildResult:
+    from dat_deploy.export.repository import write_model_folder  # noqa: PLC0415
+    from dat_deploy.hashing import sha256_file  # noqa: PLC0415
+    from dat_deploy.trt.engine_builder import build_engine, device_description  # noqa: PLC0415
+    from dat_deploy.trt.triton import config_text, plugin_readme, tensorrt_model_config  # noqa: PLC0415
+
     source = prepared.source
     profile = Profile(source.input_name, image_dims(source), options.min_batch, options.opt_batch, options.max_batch)
     timing_cache = options.timing_cache
@@ -249,7 +259,8 @@ def build_trt(options: BuildOptions, log: Callable[[str], None] = print) -> Buil
         "profile": {"input": source.input_name, **profile.shapes()},
         "plugin_library": None if plugin is None else {"path": str(plugin.resolve()), "sha256": sha256_file(plugin)},
         "source_onnx": {"path": str(source.path.resolve()), "sha256": prepared.source_sha256},
-        "engine_onnx": {"path": str(prepared.engine_onnx.resolve()), "sha256": sha256_file(prepared.engine_onnx)},
+        "engine_onnx": {"path": str((folder.fp16_onnx if options.fp16 else source.path).resolve()),
+                        "sha256": sha256_file(prepared.engine_onnx)},
         "fp16_summary": prepared.fp16_summary,
         "build_seconds": round(built.seconds, 3),
         "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -268,8 +279,8 @@ def build_trt(options: BuildOptions, log: Callable[[str], None] = print) -> Buil
         "config.pbtxt": config_text(config).encode(),
         "README.md": plugin_readme(folder.root.name, plugin, built.tensorrt_version).encode(),
     }
-    if folder.fp16_onnx.is_file():
-        files[FP16_ONNX_FILE] = folder.fp16_onnx.read_bytes()
+    if options.fp16:
+        files[FP16_ONNX_FILE] = prepared.engine_onnx.read_bytes()
     # The whole folder appears at once: Triton never sees a plan without its config.
     write_model_folder(folder.root.parent, folder.root.name, files, overwrite=True)
     log(f"wrote {folder.plan} ({len(built.plan) / 2**20:.1f} MiB, built in {built.seconds:.1f} s)")

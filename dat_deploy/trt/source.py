@@ -137,6 +137,10 @@ def _flavor_from_sidecar(path: Path) -> str | None:
     return {"plugin": "plugin", "standard": "native"}.get(recorded)
 
 
+# What `dat-deploy export --flavor` calls the graphs that build-trt's --flavor plugin / native build.
+_EXPORT_FLAVOR_NAMES = {"plugin": "plugin flavour", "native": "standard flavour"}
+
+
 def find_latest_export(models_dir: Path, flavor: str) -> SourceModel:
     """The model most recently exported into `models_dir` (Triton layout) whose flavour fits."""
     models_dir = Path(models_dir)
@@ -152,14 +156,14 @@ def find_latest_export(models_dir: Path, flavor: str) -> SourceModel:
     for path in candidates:
         quick = _flavor_from_sidecar(path)
         if quick is not None and quick != flavor:
-            skipped.append(f"{path} ({quick})")
+            skipped.append(f"{path} ({_EXPORT_FLAVOR_NAMES[quick]})")
             continue
         source = read_source(path)
         if source.is_fp16:
             continue
         if source.flavor == flavor:
             return source
-        skipped.append(f"{path} ({source.flavor})")
+        skipped.append(f"{path} ({_EXPORT_FLAVOR_NAMES[source.flavor]})")
     wanted = "the plugin flavour (`dat-deploy export --flavor plugin`)" if flavor == "plugin" else "the standard flavour"
     raise UserError(
         f"no export of {wanted} in {models_dir}; found only {', '.join(skipped) or 'fp16 graphs'}. "
