@@ -7,6 +7,7 @@ A `UserError` from anywhere becomes one line on stderr and exit code 2, never a 
 from __future__ import annotations
 
 import sys
+import warnings
 
 from rich.console import Console
 from rich.markup import escape
@@ -20,10 +21,12 @@ from dat_deploy.commands import (  # noqa: F401  (importing registers the comman
     trt_cmds,
 )
 from dat_deploy.commands._app import app
+from dat_deploy.commands.common import show_warning
 from dat_deploy.errors import UserError
 
 
 def main() -> None:
+    warnings.showwarning = show_warning
     try:
         app()
     except UserError as exc:

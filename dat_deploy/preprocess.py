@@ -16,12 +16,23 @@ Image modes, decided here once so that every entry point (CLI, API, visualize) a
 * CMYK, YCbCr, P (palette) -> Pillow's conversion to RGB.
 * EXIF orientation is applied (a phone photo is classified the way it is shown).
 * F (float) images are refused: their value range is not defined.
+
+Size limits, the same for files, bytes and every entry point:
+* images of more than MAX_IMAGE_PIXELS (about 179 megapixels, e.g. 13000 x 13000; Pillow's own
+  decompression-bomb limit) are refused with a UserError before their pixels are decoded;
+* an image with a side longer than twice DECODE_MIN_SIDE is decoded reduced by a whole factor that
+  keeps both sides >= DECODE_MIN_SIDE: JPEG in draft mode (the decoder scales by 1/2, 1/4 or 1/8, so
+  the full-size pixels are never held), other formats with `Image.reduce` right after loading
+  (before any mode conversion copies them). The evaluation resize goes to at most 384 pixels, so
+  the result differs from a full-size decode by far less than JPEG noise; smaller images are
+  decoded exactly.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence, Union
 
@@ -33,6 +44,10 @@ from dat_deploy.errors import UserError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 
 ImageLike = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+
+MAX_IMAGE_PIXELS = 2 * 89_478_485  # Pillow's default DecompressionBombError threshold
+DECODE_MIN_SIDE = 2048
+_REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F")  # Image.reduce averages these correctly
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _ALPHA_MODES = ("RGBA", "LA", "La", "RGBa", "PA")
@@ -53,14 +68,43 @@ def decode_image(data: bytes, source: str = "image bytes") -> Image.Image:
     return _decode(io.BytesIO(data), source)
 
 
+def _too_large(source: str, width: int, height: int) -> UserError:
+    return UserError(
+        f"{source} is {width}x{height} ({width * height / 1e6:.0f} megapixels); images above "
+        f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels are refused (decompression-bomb limit). Downscale it first."
+    )
+
+
+def _load_reduced(img: Image.Image) -> Image.Image:
+    """Decode `img`, reduced by whole factors while both sides stay >= DECODE_MIN_SIDE (module docstring)."""
+    width, height = img.size
+    if max(width, height) >= 2 * DECODE_MIN_SIDE and img.format == "JPEG":
+        img.draft(img.mode, (DECODE_MIN_SIDE, DECODE_MIN_SIDE))  # DCT scaling: both sides stay >= the request
+    img.load()  # decode now: truncated files fail here, not later inside the batch
+    factors = (max(1, img.size[0] // DECODE_MIN_SIDE), max(1, img.size[1] // DECODE_MIN_SIDE))
+    if factors != (1, 1) and img.mode in _REDUCIBLE_MODES:
+        reduced = img.reduce(factors)
+        img.close()  # frees the full-size pixels now, not when the caller's `with` ends
+        return reduced
+    return img
+
+
 def _decode(file: Path | io.BytesIO, source: str) -> Image.Image:
     try:
-        with Image.open(file) as img:
-            img.load()  # decode now: truncated files fail here, not later inside the batch
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img, source=source)
+        # Pillow warns between its two limits; our own limit decides, so its warning would only be noise.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(file) as img:
+                if img.size[0] * img.size[1] > MAX_IMAGE_PIXELS:
+                    raise _too_large(source, *img.size)
+                img = _load_reduced(img)
+                img = ImageOps.exif_transpose(img)
+                return to_rgb(img, source=source)
     except UserError:
         raise
+    except Image.DecompressionBombError:  # raised by Image.open itself above twice Pillow's MAX_IMAGE_PIXELS
+        raise UserError(f"{source} is larger than {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (decompression-bomb "
+                        "limit) and was not decoded. Downscale it first.") from None
     except UnidentifiedImageError:
         raise UserError(f"{source} is not an image Pillow can read (corrupt, or an unsupported format).") from None
     except PermissionError:

@@ -6,10 +6,12 @@ import contextlib
 from typing import Iterator
 
 from rich.console import Console
+from rich.markup import escape
 
 from dat_deploy.errors import UserError
 
-console = Console(stderr=True)
+# log_path=False: a log line ends with its message, not with the file and line that printed it.
+console = Console(stderr=True, log_path=False)
 
 
 def parse_batch_list(text: str, option: str = "--batch") -> list[int]:
@@ -33,10 +35,22 @@ def announce_weights(weights, seed: int = 0) -> None:
 
 @contextlib.contextmanager
 def steps(title: str) -> Iterator:
-    """A spinner that shows the current step of a long job; yields a callback taking the step text."""
-    with console.status(title) as status:
+    """A spinner with the time elapsed, showing the current step of a long job (also logged, one line
+    per step); yields a callback taking the step text."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                        console=console, transient=True)
+    with progress:
+        task = progress.add_task(title, total=None)
+
         def on_step(message: str) -> None:
             console.log(message)
-            status.update(f"{title}: {message}")
+            progress.update(task, description=f"{title}: {message}")
 
         yield on_step
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """warnings.showwarning for the CLI: one `warning:` line, without Python's source location."""
+    console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)

@@ -12,15 +12,15 @@ from dat_deploy.commands._app import app
 
 @app.command("profile")
 def profile_command(
-    variant: str = typer.Option("dat_t", "--variant", help="Model variant, e.g. dat_t, dat_pp_t."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint (.pth/.safetensors); default: seeded random weights."),
-    backend: str = typer.Option("torch,ort", "--backend", help="Comma-separated: torch, torch-compile (opt-in, compiles for minutes), ort, ort-plugin, ort-official (the plain export: standard flavour, official layout), trt."),
+    variant: str = typer.Option("dat_t", "--variant", "-v", help="Model variant, e.g. dat_t, dat_pp_t."),
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Checkpoint (.pth/.safetensors); default: seeded random weights."),
+    backend: str = typer.Option("torch,ort", "--backend", "-b", help="Comma-separated: torch, torch-compile (opt-in, compiles for minutes), ort, ort-plugin, ort-official (the plain export: standard flavour, official layout), trt."),
     batch: str = typer.Option("1,8", "--batch", help="Comma-separated batch sizes, e.g. 1,8,32."),
     warmup: int = typer.Option(3, "--warmup", help="Untimed rounds before timing."),
     iters: Optional[int] = typer.Option(None, "--iters", help="Timed rounds (each runs every backend at every batch size). Default 20."),
     duration: Optional[float] = typer.Option(None, "--duration", help="Instead of --iters: time rounds for this many seconds in total."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch and onnxruntime (intra-op)."),
-    output: Optional[Path] = typer.Option(None, "--output", help="Report folder (default reports/profile-<variant>-<timestamp>)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Report folder (default reports/profile-<variant>-<timestamp>)."),
     ops: bool = typer.Option(False, "--ops", help="Also a per-op time breakdown (onnxruntime profiler, TensorRT layer profiler)."),
     onnx: Optional[Path] = typer.Option(None, "--onnx", help="Use this ONNX for ort / ort-plugin (by its flavour) instead of exporting one."),
     engine: Optional[Path] = typer.Option(None, "--engine", help="TensorRT engine for backend trt."),

@@ -66,7 +66,7 @@ def build_trt_command(
     flavor: str = typer.Option(
         "plugin", "--flavor", help="plugin: our DAT plugin nodes; native: TensorRT's GridSample (opset <= 19)."
     ),
-    output: Path = typer.Option(Path("models"), "--output", help="Model repository to write into."),
+    output: Path = typer.Option(Path("models"), "--output", "-o", help="Model repository to write into."),
     name: Optional[str] = typer.Option(None, "--name", help="Model name (default: the source's); folder <name>_trt_<precision>."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing engine folder's files."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress display while building."),

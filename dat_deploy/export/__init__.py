@@ -16,7 +16,7 @@ import onnx
 
 from dat_deploy.atomic import check_creatable_dir, check_folder_name
 from dat_deploy.errors import UserError
-from dat_deploy.export.onnx_export import DEFAULT_OPSET, TraceOptions, export_model
+from dat_deploy.export.onnx_export import DEFAULT_OPSET, TraceOptions, check_trace_options, export_model
 from dat_deploy.export.repository import SIDECAR_NAME, write_model_folder
 from dat_deploy.model import create_model, get_variant
 from dat_deploy.parity.compare import TOLERANCES
@@ -97,6 +97,8 @@ def export_onnx(
     """Export, verify against PyTorch, then write models/<name>/ atomically. Raises UserError on failure."""
     start = time.perf_counter()
     spec = get_variant(variant)
+    options = TraceOptions(opset=opset, batch=batch, flavor=flavor, dynamic_hw=dynamic_hw, layout=layout)
+    check_trace_options(variant, options)
     name = check_folder_name(name if name is not None else default_name(variant, flavor, features, dynamic_hw, layout))
     final_folder = Path(output_dir) / name
     if final_folder.exists() and not overwrite:  # write_model_folder checks too; this fails before minutes of tracing
@@ -104,9 +106,8 @@ def export_onnx(
     check_creatable_dir(Path(output_dir))  # likewise: a bad --output fails before the tracing
     on_step("building the PyTorch model")
     model = create_model(variant, weights=weights, seed=seed, features_only=features)
-    options = TraceOptions(opset=opset, batch=batch, flavor=flavor, dynamic_hw=dynamic_hw, layout=layout)
-    on_step(f"tracing with torch.onnx (dynamo, opset {opset}, {flavor} flavour, {layout} layout)")
-    proto = export_model(model, variant, options)
+    on_step(f"tracing with torch.onnx (dynamo, opset {opset}, {flavor} flavour, {layout} layout; about half a minute)")
+    proto = export_model(model, variant, options, on_step=on_step)
     data = proto.SerializeToString()
 
     on_step("checking the graph against PyTorch in onnxruntime")

@@ -17,9 +17,10 @@ import contextlib
 import io
 import json
 import logging
+import re
 import warnings
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import onnx
 import torch
@@ -34,6 +35,10 @@ from dat_deploy.model.dat import capture_stage_outputs
 from dat_deploy.runtime.names import FEATURE_NAMES, INPUT_NAME, LOGITS_NAME
 
 DEFAULT_OPSET = 18
+# torch's dynamo exporter writes opset 18 natively and converts to others with onnx's version
+# converter: 17 (LayerNormalization's first opset) up to the newest the installed onnx knows. Below
+# 17 and above that, it silently writes 18 instead, so those are refused.
+MIN_OPSET = 17
 EXAMPLE_BATCH = 2
 MAX_DYNAMIC_BATCH = 1024
 MIN_DYNAMIC_SIDE = 64  # DAT++ divides by (H - 1) of the smallest maps: below 64 px they degenerate
@@ -79,6 +84,21 @@ def output_names(model: nn.Module, bisect: bool) -> list[str]:
     return names
 
 
+def max_opset() -> int:
+    return onnx.defs.onnx_opset_version()
+
+
+def check_opset(opset: int) -> int:
+    if not MIN_OPSET <= opset <= max_opset():
+        raise UserError(f"--opset {opset} cannot be exported: torch's exporter writes opsets {MIN_OPSET} to "
+                        f"{max_opset()} (with the installed onnx). The default is {DEFAULT_OPSET}.")
+    return opset
+
+
+def written_opset(model: onnx.ModelProto) -> int:
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
 def _dynamic_shapes(options: TraceOptions) -> dict | None:
     dims: dict[int, torch.export.Dim] = {}
     if options.batch is None:
@@ -89,15 +109,36 @@ def _dynamic_shapes(options: TraceOptions) -> dict | None:
     return {"x": dims} if dims else None
 
 
+class _ExporterSteps(io.TextIOBase):
+    """Stands in for stdout during the export: the exporter's "[torch.onnx] <step>..." lines become
+    `on_step` calls (progress through the half-minute trace); everything else it prints is dropped."""
+
+    def __init__(self, on_step: Callable[[str], None] | None):
+        self.on_step = on_step
+        self.pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            if self.on_step and line.startswith("[torch.onnx] ") and not line.rstrip().endswith("\u2705"):
+                step = re.sub(r" (for|with) `[^`]*`", "", line[len("[torch.onnx] "):]).rstrip(". ")
+                self.on_step(f"torch.onnx: {step[:1].lower()}{step[1:]}")
+        return len(text)
+
+
 @contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
+def _quiet_exporter(on_step: Callable[[str], None] | None = None) -> Iterator[None]:
     """The exporter prints progress and deprecation chatter that would drown our own output."""
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(_ExporterSteps(on_step)):
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -113,7 +154,8 @@ def _plugin_context(flavor: str):
     return plugin_ops.plugin_flavour(), plugin_ops.custom_translation_table()
 
 
-def trace_to_onnx(model: nn.Module, input_size: tuple[int, int], options: TraceOptions) -> onnx.ModelProto:
+def trace_to_onnx(model: nn.Module, input_size: tuple[int, int], options: TraceOptions,
+                  on_step: Callable[[str], None] | None = None) -> onnx.ModelProto:
     """Export `model` and return the raw (unsimplified) ONNX model."""
     if options.flavor not in FLAVORS:
         raise UserError(f"unknown flavour {options.flavor!r}; choose one of {', '.join(FLAVORS)}.")
@@ -127,7 +169,7 @@ def trace_to_onnx(model: nn.Module, input_size: tuple[int, int], options: TraceO
     batch = options.batch or EXAMPLE_BATCH
     example = torch.randn(batch, 3, *input_size, generator=torch.Generator().manual_seed(0))
     sampling_context, translation = _plugin_context(options.flavor)
-    with _quiet_exporter(), sampling_context, torch.no_grad():
+    with _quiet_exporter(on_step), sampling_context, torch.no_grad():
         program = torch.onnx.export(
             module,
             (example,),
@@ -141,6 +183,10 @@ def trace_to_onnx(model: nn.Module, input_size: tuple[int, int], options: TraceO
             optimize=True,
             verify=False,
         )
+    written = written_opset(program.model_proto)
+    if written != options.opset:  # the exporter falls back to its own opset without an error
+        raise UserError(f"torch's exporter wrote opset {written} instead of the requested {options.opset}; "
+                        f"export with --opset {DEFAULT_OPSET}.")
     return program.model_proto
 
 
@@ -170,16 +216,29 @@ def stamp_metadata(model: onnx.ModelProto, entries: dict[str, object]) -> None:
     model.doc_string = ""
 
 
+def check_trace_options(variant: str, options: TraceOptions) -> None:
+    """Everything about the options that can be refused or warned about before minutes of tracing."""
+    spec = get_variant(variant)
+    if options.flavor not in FLAVORS:
+        raise UserError(f"unknown flavour {options.flavor!r}; choose one of {', '.join(FLAVORS)}.")
+    if options.layout not in LAYOUTS:
+        raise UserError(f"unknown layout {options.layout!r}; choose one of {', '.join(LAYOUTS)}.")
+    check_opset(options.opset)
+    if options.dynamic_hw and spec.family != "dat_pp":
+        raise UserError(f"--dynamic-hw needs a DAT++ variant: {variant} (DAT) only runs at {spec.input_size}x{spec.input_size}.")
+    if options.flavor == "standard" and options.opset >= 20:
+        warnings.warn(f"opset {options.opset}: TensorRT's ONNX parser maps GridSample 'linear' to nearest; "
+                      "use opset 19 or lower for TensorRT.", stacklevel=2)
+
+
 def export_model(model: nn.Module, variant: str, options: TraceOptions, input_size: tuple[int, int] | None = None,
-                 provenance: dict | None = None) -> onnx.ModelProto:
+                 provenance: dict | None = None, on_step: Callable[[str], None] | None = None) -> onnx.ModelProto:
     """Trace, simplify, check and stamp. The graph is not yet validated numerically."""
     spec = get_variant(variant)
     if options.dynamic_hw and spec.family != "dat_pp":
         raise UserError(f"--dynamic-hw needs a DAT++ variant: {variant} (DAT) only runs at {spec.input_size}x{spec.input_size}.")
-    if options.flavor == "standard" and options.opset >= 20:
-        warnings.warn(f"opset {options.opset}: TensorRT's ONNX parser maps GridSample 'linear' to nearest; use <= 19 for TensorRT.")
     size = input_size or (spec.input_size, spec.input_size)
-    raw = trace_to_onnx(model, size, options)
+    raw = trace_to_onnx(model, size, options, on_step)
     slim = simplify(raw)
     checked = check_and_infer(slim)
     if options.batch is None:
