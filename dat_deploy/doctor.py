@@ -185,14 +185,14 @@ def run_checks() -> list[Check]:
     return results
 
 
-def render(checks: list[Check]):
-    """A rich table: status, component, what was found, what to do."""
-    from rich.table import Table
+def render(checks: list[Check], console) -> None:
+    """Status, component, what was found, what to do: a table, or one block per check when narrow."""
+    from rich.markup import escape
+
+    from dat_deploy.tables import Column, print_table
 
     style = {OK: "green", WARN: "yellow", MISSING: "red", INFO: "cyan"}
-    table = Table(title="dat-deploy doctor", show_lines=False)
-    for column in ("status", "component", "found", "what to do"):
-        table.add_column(column, overflow="fold")
-    for check in checks:
-        table.add_row(f"[{style[check.status]}]{check.status}[/]", check.name, check.detail, check.fix)
-    return table
+    columns = [Column("status", identifier=True), Column("component", identifier=True), Column("found"),
+               Column("what to do")]
+    rows = [[f"[{style[c.status]}]{c.status}[/]", escape(c.name), escape(c.detail), escape(c.fix)] for c in checks]
+    print_table(console, columns, rows, title="dat-deploy doctor")

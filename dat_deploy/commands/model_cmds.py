@@ -14,13 +14,14 @@ def variants_command() -> None:
     """List the DAT / DAT++ variants with their evaluation recipe and published accuracy."""
     from dat_deploy.model import VARIANTS
 
-    table = Table(title="DAT model zoo")
-    for column in ("variant", "model", "family", "input", "resize", "params", "top-1 %", "official checkpoint"):
-        table.add_column(column)
-    for spec in VARIANTS.values():
-        table.add_row(spec.name, spec.title, spec.family, str(spec.input_size), str(spec.resize_size),
-                      f"{spec.params:,}", f"{spec.top1:.1f}", spec.checkpoint_file)
-    Console().print(table)
+    from dat_deploy.tables import Column, print_table
+
+    columns = [Column("variant", identifier=True), Column("model"), Column("family"), Column("input", justify="right"),
+               Column("resize", justify="right"), Column("params", justify="right"),
+               Column("top-1 %", justify="right"), Column("official checkpoint", identifier=True)]
+    rows = [[spec.name, spec.title, spec.family, str(spec.input_size), str(spec.resize_size), f"{spec.params:,}",
+             f"{spec.top1:.1f}", spec.checkpoint_file] for spec in VARIANTS.values()]
+    print_table(Console(), columns, rows, title="DAT model zoo")
 
 
 @app.command("info")

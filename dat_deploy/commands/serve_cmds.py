@@ -169,4 +169,4 @@ def doctor_command(
     if as_json:
         typer.echo(json.dumps([c.to_dict() for c in checks], indent=2))
         return
-    Console().print(render(checks))
+    render(checks, Console())

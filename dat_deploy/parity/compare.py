@@ -3,8 +3,9 @@
 An output passes when every element satisfies |candidate - reference| <= atol + rtol * |reference|
 (the numpy.allclose rule; for non-logit outputs atol is scaled by the output's RMS when above 1),
 no value is NaN/Inf, and for logits the cosine similarity and top-1
-agreement reach their minimums. Alongside the verdict we report the smallest atol (at rtol = 0)
-and the smallest rtol (at atol = 0) that would have passed, as Polygraphy does.
+agreement reach their minimums. `bound_used` is what decided the first test: the worst element's
+share of its bound (100% or less passes). The JSON also holds the smallest atol (at rtol = 0) and
+the smallest rtol (at atol = 0) that alone would have passed, as Polygraphy reports them.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class OutputComparison:
     required_atol: float
     required_rtol: float
     cosine: float
+    bound_used: float  # max over elements of |cand - ref| / (atol + rtol * |ref|): <= 1 passes the allclose test
     nonfinite: int
     top1_agreement: float | None = None
     top5_overlap: float | None = None
@@ -72,11 +74,18 @@ def compare_output(name: str, reference: np.ndarray, candidate: np.ndarray, tol:
     reference = np.asarray(reference, dtype=np.float64)
     candidate = np.asarray(candidate, dtype=np.float64)
     if reference.shape != candidate.shape:
-        return OutputComparison(name, list(candidate.shape), *([float("inf")] * 8), cosine=0.0, nonfinite=0,
+        return OutputComparison(name, list(candidate.shape), *([float("inf")] * 8), cosine=0.0,
+                                bound_used=float("inf"), nonfinite=0,
                                 failures=[f"shape {candidate.shape} != reference {reference.shape}"])
     nonfinite = int(np.count_nonzero(~np.isfinite(candidate)))
     diff = np.abs(candidate - reference)
     rel = diff / np.maximum(np.abs(reference), np.finfo(np.float32).tiny)
+    # Logits are O(1); feature maps of deep residual stages reach O(100), where fp32 accumulation
+    # alone differs by more than an absolute 1e-4. Scale atol by the output's RMS when it exceeds 1.
+    scale = 1.0 if is_logits else max(1.0, float(np.sqrt(np.mean(reference**2))))
+    bound = tol.atol * scale + tol.rtol * np.abs(reference)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(diff == 0, 0.0, diff / bound)
     result = OutputComparison(
         name=name,
         shape=list(reference.shape),
@@ -89,14 +98,12 @@ def compare_output(name: str, reference: np.ndarray, candidate: np.ndarray, tol:
         required_atol=float(diff.max()),
         required_rtol=float(rel.max()),
         cosine=_cosine(reference, candidate),
+        bound_used=float(np.nanmax(share)) if np.all(np.isfinite(diff)) else float("inf"),
         nonfinite=nonfinite,
     )
     if nonfinite:
         result.failures.append(f"{nonfinite} NaN/Inf values")
-    # Logits are O(1); feature maps of deep residual stages reach O(100), where fp32 accumulation
-    # alone differs by more than an absolute 1e-4. Scale atol by the output's RMS when it exceeds 1.
-    scale = 1.0 if is_logits else max(1.0, float(np.sqrt(np.mean(reference**2))))
-    worst = diff - (tol.atol * scale + tol.rtol * np.abs(reference))
+    worst = diff - bound
     if np.any(worst > 0) or not np.all(np.isfinite(diff)):
         result.failures.append(f"max abs {result.max_abs:.3g} exceeds atol {tol.atol:g} + rtol {tol.rtol:g}*|ref|")
     if result.cosine < tol.min_cosine:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from dat_deploy import atomic
 from dat_deploy.parity.compare import OutputComparison, Tolerance, compare_output
@@ -82,20 +83,27 @@ def _fmt(value: float | None, spec: str = ".2e") -> str:
 
 
 def render(report: ParityReport, console: Console | None = None) -> None:
-    # Off a terminal rich would squeeze 14 columns into 80 characters; logs and CI want them readable.
-    console = console or (Console() if Console().is_terminal else Console(width=200))
-    table = Table(title=f"parity vs {report.reference} ({report.precision}; atol {report.tolerance.atol:g}, "
-                        f"rtol {report.tolerance.rtol:g}, cosine >= {report.tolerance.min_cosine})")
-    for column in ("backend", "input", "output", "max abs", "mean abs", "median abs", "max rel",
-                   "req. atol", "req. rtol", "cosine", "top-1", "top-5", "NaN/Inf", "result"):
-        table.add_column(column, justify="right" if column not in ("backend", "input", "output", "result") else "left")
+    from dat_deploy.tables import Column, print_table
+
+    # Off a terminal rich would squeeze the table into 80 characters; logs and CI want it whole (COLUMNS still rules).
+    console = console or (Console() if Console().is_terminal or "COLUMNS" in os.environ else Console(width=200))
+    tol = report.tolerance
+    columns = [Column("backend", identifier=True), Column("input", identifier=True), Column("output", identifier=True),
+               *(Column(c, justify="right") for c in ("max abs", "mean abs", "max rel", "of bound", "cosine", "top-1",
+                                                      "top-5", "NaN/Inf")),
+               Column("result", identifier=True)]
+    rows = []
     for result in report.results:
         for o in result.outputs:
-            verdict = "[green]PASSED[/]" if o.passed else f"[red]FAILED[/] {'; '.join(o.failures)}"
-            table.add_row(result.backend, result.case, o.name, _fmt(o.max_abs), _fmt(o.mean_abs), _fmt(o.median_abs),
-                          _fmt(o.max_rel), _fmt(o.required_atol), _fmt(o.required_rtol), f"{o.cosine:.7f}",
-                          _fmt(o.top1_agreement, ".0%"), _fmt(o.top5_overlap, ".0%"), str(o.nonfinite), verdict)
-    console.print(table)
+            verdict = "[green]PASSED[/]" if o.passed else f"[red]FAILED[/] {escape('; '.join(o.failures))}"
+            rows.append([result.backend, result.case, o.name, _fmt(o.max_abs), _fmt(o.mean_abs), _fmt(o.max_rel),
+                         _fmt(o.bound_used, ".0%"), f"{o.cosine:.7f}", _fmt(o.top1_agreement, ".0%"),
+                         _fmt(o.top5_overlap, ".0%"), str(o.nonfinite), verdict])
+    print_table(console, columns, rows, title=f"parity vs {report.reference} ({report.precision})")
+    console.print(
+        f"PASSED means: every element |candidate - reference| <= atol {tol.atol:g} + rtol {tol.rtol:g} * |reference| "
+        f"('of bound': the worst element's share of that bound, 100% at most), cosine >= {tol.min_cosine}, "
+        f"top-1 agreement >= {tol.min_top1:.0%}, no NaN/Inf.", highlight=False)
     if report.bisect:
         console.print(f"[bold]bisect:[/] {report.bisect.get('summary')}")
     console.print("[bold green]PASSED[/]" if report.passed else "[bold red]FAILED[/]")
