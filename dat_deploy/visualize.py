@@ -4,7 +4,7 @@ The points are the model's `pos` (per deformable block, (groups, Hk, Wk, 2) in (
 to [-1, 1] with `align_corners=True` semantics), so -1 is the centre of the first pixel and +1 the
 centre of the last: px = (x + 1) / 2 * (W - 1), py = (y + 1) / 2 * (H - 1) on the model's input
 crop (S x S, the image after the evaluation resize and crop). One panel per (block, group); the
-reference points (the undeformed grid) are drawn faintly underneath.
+reference points (the undeformed grid) are drawn faintly underneath, and a legend says which is which.
 
 matplotlib is imported lazily and used through its object API with the Agg canvas (no pyplot,
 no global backend switch), so this works in servers and threads.
@@ -13,7 +13,7 @@ no global backend switch), so this works in servers and threads.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -23,6 +23,10 @@ from PIL import Image
 from dat_deploy.atomic import atomic_path
 from dat_deploy.errors import UserError
 from dat_deploy.preprocess import ImageLike, as_rgb_image, normalize, resize_and_crop
+
+
+REFERENCE_LABEL = "reference points (undeformed grid)"
+SAMPLED_LABEL = "sampled points (reference + learned offset)"
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class Visualization:
     blocks: list[DeformableBlock]
     # (block label, group) -> (Hk*Wk, 2) pixel coordinates (px, py) that were drawn
     points: dict[tuple[str, int], np.ndarray]
+    legend: list[str] = field(default_factory=list)  # the figure legend's entries, as drawn
 
 
 def deformable_blocks(stage_specs: Sequence[Sequence[str]]) -> list[DeformableBlock]:
@@ -126,10 +131,11 @@ def draw_sampling_points(
             ax.imshow(np.asarray(image), extent=(-0.5, width - 0.5, height - 0.5, -0.5))
             if references is not None:
                 ref = positions_to_pixels(references[block.index][group], width, height).reshape(-1, 2)
-                ax.scatter(ref[:, 0], ref[:, 1], s=3, c="white", alpha=0.5, linewidths=0)
+                ax.scatter(ref[:, 0], ref[:, 1], s=3, c="white", alpha=0.6, edgecolors="#555555", linewidths=0.2,
+                           label=REFERENCE_LABEL)  # the grey rim shows the legend's marker on white
             points = positions_to_pixels(positions[block.index][group], width, height).reshape(-1, 2)
             artist = ax.scatter(points[:, 0], points[:, 1], s=7, c=colours[group % len(colours)],
-                                edgecolors="black", linewidths=0.3)
+                                edgecolors="black", linewidths=0.3, label=SAMPLED_LABEL)
             ax.set_xlim(-0.5, width - 0.5)
             ax.set_ylim(height - 0.5, -0.5)
             ax.set_title(f"stage {block.stage} block {block.block} group {group + 1}", fontsize=8)
@@ -137,12 +143,17 @@ def draw_sampling_points(
     if title:
         figure.suptitle(title, fontsize=9)
     figure.tight_layout()
+    # One legend for all panels, in the margin under them (the first panel's handles; colours vary by group).
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.subplots_adjust(bottom=min(0.3, 0.45 / (2.8 * len(blocks))))
+    legend = figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False,
+                           markerscale=2.0)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     out_path = Path(out_path)
     with atomic_path(out_path, overwrite) as tmp:
         tmp.write_bytes(buffer.getvalue())
-    return Visualization(out_path, list(blocks), drawn)
+    return Visualization(out_path, list(blocks), drawn, [t.get_text() for t in legend.get_texts()])
 
 
 def visualize(

@@ -102,14 +102,20 @@ def triton_command(
     result = triton_repo.gather(artifacts or [], output, models_root=models_root, overwrite=overwrite,
                                 ort_ops_library=ort_ops_lib, trt_plugin_library=trt_plugin,
                                 image=image or triton_repo.DEFAULT_IMAGE)
+    seeds = {m.name: _random_init_seed(m.path) for m in result.models}
+    random_notes = [f"{name} has seeded random weights (seed {seed}), not a checkpoint: its predictions are "
+                    "meaningless. Export it with `dat-deploy export --weights <official .pth>` for real ones."
+                    for name, seed in seeds.items() if seed is not None]
     if as_json:
         typer.echo(json.dumps({
             "repository": str(result.repository),
-            "models": [{"name": m.name, "backend": m.kind, "path": str(m.path), "plugin_library": m.plugin_library}
-                       for m in result.models],
-            "command": result.command, "notes": result.notes,
+            "models": [{"name": m.name, "backend": m.kind, "path": str(m.path), "plugin_library": m.plugin_library,
+                        "random_weights": seeds[m.name] is not None} for m in result.models],
+            "command": result.command, "notes": random_notes + result.notes,
         }, indent=2))
         return
+    for note in random_notes:
+        Console(stderr=True).print(f"[bold yellow]note:[/] {note}", highlight=False)
     console = Console()
     table = Table(title=f"Triton model repository {result.repository}")
     for column in ("model", "backend", "plugin library (in the container)"):
@@ -144,6 +150,17 @@ def visualize_command(
                       highlight=False)
     labels = ", ".join(b.label for b in result.blocks)
     console.print(f"wrote {result.path} (blocks {labels}, {len(result.points)} panels)", highlight=False)
+
+
+def _random_init_seed(model_folder: Path) -> str | None:
+    """The seed export recorded for a random-init model (its sidecar's metadata), None for real weights."""
+    from dat_deploy.export.repository import read_sidecar
+
+    try:
+        metadata = read_sidecar(model_folder).get("metadata", {})
+    except (OSError, ValueError):
+        return None
+    return metadata.get("random_init_seed") if isinstance(metadata, dict) else None
 
 
 def _sample_or_path(image: str):
