@@ -27,7 +27,7 @@ def write_model_folder(root: Path, name: str, files: dict[str, bytes], overwrite
     root = ensure_writable_dir(Path(root))
     final = root / name
     if final.exists() and not overwrite:
-        raise UserError(f"{final} already exists. Pass --overwrite to replace it, or choose another --name.")
+        raise UserError(f"{final} already exists. Pass --overwrite to replace it, or choose another name or folder.")
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=root))
     staging.chmod(0o777 & ~current_umask())  # mkdtemp makes it private; the umask decides, as for mkdir
     try:

@@ -55,7 +55,8 @@ def artifact_metadata(path: Path) -> dict:
         except json.JSONDecodeError:
             parsed[key] = value
     if "variant" not in parsed:
-        raise UserError(f"{path} carries no dat-deploy metadata (variant); pass --variant and, if needed, --weights.")
+        raise UserError(f"{path} carries no dat-deploy metadata (variant), which validate needs to rebuild the PyTorch "
+                        "reference. Validate a model written by `dat-deploy export` or `dat-deploy build-trt`.")
     return parsed
 
 
