@@ -22,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from dat_deploy.errors import UserError
 from dat_deploy.export.fp16 import precision_summary
-from dat_deploy.trt.build import BuildOptions, build_trt, prepare_build, read_sidecar
+from dat_deploy.trt.build import BuildOptions, build_trt, prepare_build, read_sidecar, write_fp16_graph
 from dat_deploy.hashing import sha256_file
 from dat_deploy.trt.loader import tensorrt_available
 from dat_deploy.trt.source import check_flavor, find_latest_export, read_source
@@ -90,25 +90,20 @@ def all_files(folder):
 
 
 @no_tensorrt
-def test_build_trt_without_tensorrt_exits_2_after_writing_the_fp16_graph(tmp_path):
+def test_build_trt_fp16_without_tensorrt_exits_2_before_converting(tmp_path):
+    """TensorRT is checked before the fp16 conversion: no half engine folder lands in the model repository."""
     models = tmp_path / "models"
     export_into(models, "toy", sampling_model())
+    before = all_files(models)
     done = subprocess.run(
         [sys.executable, "-m", "dat_deploy.cli", "build-trt", "--fp16", "--flavor", "native", "--output", str(models)],
         capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "400"},
     )
     assert done.returncode == 2, done.stderr
     assert "TensorRT is not available" in done.stderr and "pip install" in done.stderr
-    assert "Traceback" not in done.stderr
+    assert "Traceback" not in done.stderr and "converted the graph" not in done.stderr
     assert str(models / "toy" / "1" / "model.onnx") in done.stderr  # says which model it picked
-    engine_folder = models / "toy_trt_fp16"
-    assert all_files(engine_folder) == ["model_fp16.onnx"]  # the fp16 artifact, no partial plan or config
-    fp16 = onnx.load(str(engine_folder / "model_fp16.onnx"))
-    onnx.checker.check_model(fp16)
-    summary = precision_summary(fp16)
-    assert summary.inputs == {"input": "float32"} and summary.outputs == {"logits": "float32"}
-    assert summary.fp16_nodes.get("Conv") == 2 and summary.fp32_nodes.get("GridSample") == 1
-    assert not list(models.rglob("*.partial"))
+    assert all_files(models) == before  # no toy_trt_fp16/, no model_fp16.onnx, no .partial
 
 
 @no_tensorrt
@@ -122,18 +117,28 @@ def test_install_message_names_the_gpu_extra_and_nvidia_index(tmp_path):
     assert not (tmp_path / "models").exists()  # fp32 builds write nothing before TensorRT is needed
 
 
-@no_tensorrt
-def test_a_second_run_reuses_the_fp16_graph_of_the_same_source(tmp_path):
+def test_the_fp16_graph_is_converted_outside_the_repository_and_reused_from_the_same_source(tmp_path):
     source = tmp_path / "toy.onnx"
     onnx.save(sampling_model(), str(source))
     options = BuildOptions(onnx=source, fp16=True, flavor="native", output=tmp_path / "models")
     first = prepare_build(options, log=lambda _m: None)
-    stamp = first.folder.fp16_onnx.stat().st_mtime_ns
+    assert not (tmp_path / "models").exists()  # preparing only checks
+    work = tmp_path / "work"
+    work.mkdir()
+    write_fp16_graph(first, work, overwrite=False, log=lambda _m: None)
+    assert first.engine_onnx == work / "model_fp16.onnx" and not (tmp_path / "models").exists()
+    summary = precision_summary(onnx.load(str(first.engine_onnx)))
+    assert summary.fp16_nodes.get("Conv") == 2 and summary.fp32_nodes.get("GridSample") == 1
+    # A previous build's folder holds the fp16 graph of this same source: reused, not converted again.
+    first.folder.root.mkdir(parents=True)
+    first.folder.fp16_onnx.write_bytes(first.engine_onnx.read_bytes())
     second = prepare_build(options, log=lambda _m: None)
-    assert second.fp16_reused and second.folder.fp16_onnx.stat().st_mtime_ns == stamp
+    write_fp16_graph(second, work, overwrite=False, log=lambda _m: None)
+    assert second.fp16_reused and second.engine_onnx == second.folder.fp16_onnx
     onnx.save(sampling_model(opset=17), str(source))  # another source under the same name
+    third = prepare_build(options, log=lambda _m: None)
     with pytest.raises(UserError, match="converted from another source"):
-        prepare_build(options, log=lambda _m: None)
+        write_fp16_graph(third, work, overwrite=False, log=lambda _m: None)
 
 
 def test_an_existing_engine_is_not_overwritten_silently(tmp_path):
@@ -380,7 +385,8 @@ def test_build_writes_the_engine_folder_through_tensorrt_calls(tmp_path, monkeyp
     calls = [c[0] for c in recorder.calls]
     if flavor == "plugin":
         assert calls.index("load_library") < calls.index("parse")  # creators registered before parsing
-    assert ("parse", str(folder / "model_fp16.onnx")) in recorder.calls  # TensorRT builds the fp16 graph
+    parsed = [c[1] for c in recorder.calls if c[0] == "parse"]  # TensorRT builds the fp16 graph, made outside models/
+    assert len(parsed) == 1 and parsed[0].endswith("model_fp16.onnx") and str(models) not in parsed[0]
     assert ("network_flags", 1) in recorder.calls  # strongly typed
     assert ("workspace", 2 << 30) in recorder.calls
     assert ("profile", ("input", (1, 3, 4, 4), (8, 3, 4, 4), (32, 3, 4, 4))) in recorder.calls
