@@ -2,7 +2,7 @@
 
 A rich table squeezed into a narrow terminal truncates cells ("dat_pp_…", "P…"): the very names a
 user must type. `print_table` prints a table when it fits the console's width with every cell
-whole; otherwise a vertical layout: per row, the identifier cells on one line, then the other
+whole (only columns marked `wrap` may wrap); otherwise a vertical layout: per row, the identifier cells on one line, then the other
 cells as "header value" pairs packed into indented lines. Identifiers are never wrapped or cut.
 """
 
@@ -25,6 +25,7 @@ class Column:
     header: str
     identifier: bool = False  # a name the user types or searches for: shown whole on the row's first line
     justify: str = "left"
+    wrap: bool = False  # free text that may wrap inside its cell; every other cell is shown on one line
 
 
 def _plain(cell: str) -> str:
@@ -32,8 +33,9 @@ def _plain(cell: str) -> str:
 
 
 def fits(console: Console, table: Table) -> bool:
-    """Whether `table` fits with no cell wrapped (measured unconstrained: rich clamps to the console's width)."""
-    return console.measure(table, options=console.options.update_width(1_000_000)).maximum <= console.width
+    """Whether `table` fits with only its wrap columns wrapped (measured unconstrained: rich clamps to the
+    console's width, and then cuts cells)."""
+    return console.measure(table, options=console.options.update_width(1_000_000)).minimum <= console.width
 
 
 def print_table(console: Console, columns: Sequence[Column], rows: Sequence[Sequence[str]], title: str = "",
@@ -41,7 +43,8 @@ def print_table(console: Console, columns: Sequence[Column], rows: Sequence[Sequ
     """Cells are rich markup. `sections`: row indexes after which the table draws a separator line."""
     table = Table(title=title or None)
     for column in columns:
-        table.add_column(column.header, justify=column.justify, no_wrap=True)
+        table.add_column(column.header, justify=column.justify, no_wrap=not column.wrap,
+                         overflow="fold" if column.wrap else "ellipsis")
     for i, row in enumerate(rows):
         table.add_row(*row, end_section=i in sections)
     if fits(console, table):
@@ -52,7 +55,7 @@ def print_table(console: Console, columns: Sequence[Column], rows: Sequence[Sequ
     width = max(20, console.width - len(INDENT))
     for row in rows:
         keys = [cell for column, cell in zip(columns, row) if column.identifier and _plain(cell)]
-        console.print("  ".join(keys), highlight=False, soft_wrap=True)
+        console.print("  ".join(keys), highlight=False)  # wraps between identifiers, never inside one
         pairs = [f"[dim]{escape(column.header)}[/] {cell}" for column, cell in zip(columns, row)
                  if not column.identifier and _plain(cell).strip()]
         for line in _pack(pairs, width):  # free text may wrap, inside the indent

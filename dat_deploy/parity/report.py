@@ -91,14 +91,14 @@ def render(report: ParityReport, console: Console | None = None) -> None:
     columns = [Column("backend", identifier=True), Column("input", identifier=True), Column("output", identifier=True),
                *(Column(c, justify="right") for c in ("max abs", "mean abs", "max rel", "of bound", "cosine", "top-1",
                                                       "top-5", "NaN/Inf")),
-               Column("result", identifier=True)]
+               Column("result", identifier=True), Column("why", wrap=True)]
     rows = []
     for result in report.results:
         for o in result.outputs:
-            verdict = "[green]PASSED[/]" if o.passed else f"[red]FAILED[/] {escape('; '.join(o.failures))}"
+            verdict = "[green]PASSED[/]" if o.passed else "[red]FAILED[/]"
             rows.append([result.backend, result.case, o.name, _fmt(o.max_abs), _fmt(o.mean_abs), _fmt(o.max_rel),
                          _fmt(o.bound_used, ".0%"), f"{o.cosine:.7f}", _fmt(o.top1_agreement, ".0%"),
-                         _fmt(o.top5_overlap, ".0%"), str(o.nonfinite), verdict])
+                         _fmt(o.top5_overlap, ".0%"), str(o.nonfinite), verdict, escape("; ".join(o.failures))])
     print_table(console, columns, rows, title=f"parity vs {report.reference} ({report.precision})")
     console.print(
         f"PASSED means: every element |candidate - reference| <= atol {tol.atol:g} + rtol {tol.rtol:g} * |reference| "
