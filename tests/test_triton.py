@@ -296,3 +296,35 @@ def test_cli_triton(tmp_path):
 
     result = runner.invoke(app, ["triton", "dat_t", "--models", str(tmp_path / "models"), "-o", str(tmp_path / "repo")])
     assert result.exit_code != 0 and "already exists" in str(result.exception)
+
+
+def test_cli_triton_says_which_models_have_random_weights(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from dat_deploy.cli import app
+
+    models = tmp_path / "models"
+    random_init = _model_folder(models, "dat_t")
+    (random_init / "dat_deploy.json").write_text(json.dumps({"metadata": {"variant": "dat_t", "random_init_seed": "0"}}))
+    trained = _model_folder(models, "dat_s")
+    (trained / "dat_deploy.json").write_text(json.dumps({"metadata": {"variant": "dat_s", "weights_sha256": "ab" * 32}}))
+    runner = CliRunner(env={"COLUMNS": "250"})
+    result = runner.invoke(app, ["triton", "--models", str(models), "-o", str(tmp_path / "repo")])
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.output.splitlines() if "random weights" in line]
+    assert len(notes) == 1 and "dat_t has seeded random weights (seed 0)" in notes[0]
+
+    result = runner.invoke(app, ["triton", "--models", str(models), "-o", str(tmp_path / "repo2"), "--json"])
+    payload = json.loads(result.stdout)
+    assert {m["name"]: m["random_weights"] for m in payload["models"]} == {"dat_t": True, "dat_s": False}
+
+
+def test_a_refused_source_leaves_no_output_folder(tmp_path):
+    _model_folder(tmp_path / "models", "present")
+    (tmp_path / "models" / "fake").mkdir()
+    for sources in (["absent"], [str(tmp_path / "models" / "fake")]):
+        with pytest.raises(UserError):
+            gather(sources, tmp_path / "repo", models_root=tmp_path / "models")
+        assert not (tmp_path / "repo").exists()

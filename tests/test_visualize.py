@@ -79,3 +79,19 @@ def test_cli_visualize(tmp_path):
 
     result = CliRunner().invoke(app, ["visualize", str(tmp_path / "missing.jpg"), "-o", str(tmp_path / "x.png")])
     assert result.exit_code != 0 and "missing.jpg" in str(result.exception)
+
+
+def test_the_figure_has_a_legend_for_reference_grid_and_sampled_points(tmp_path):
+    """The legend entries are read back from the drawn figure, not from the constants alone."""
+    from dat_deploy.visualize import REFERENCE_LABEL, SAMPLED_LABEL, DeformableBlock, draw_sampling_points
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(np.full((64, 64, 3), 128, np.uint8))
+    ys = np.linspace(-1, 1, 4)
+    reference = np.broadcast_to(np.stack(np.meshgrid(ys, ys, indexing="ij"), -1), (2, 4, 4, 2))
+    result = draw_sampling_points(image, [reference + rng.normal(0, 0.1, reference.shape)], [DeformableBlock(0, 3, 2)],
+                                  tmp_path / "v.png", [reference])
+    assert result.legend == [REFERENCE_LABEL, SAMPLED_LABEL]
+    assert "undeformed" in REFERENCE_LABEL and "offset" in SAMPLED_LABEL
+    without_reference = draw_sampling_points(image, [reference], [DeformableBlock(0, 3, 2)], tmp_path / "w.png")
+    assert without_reference.legend == [SAMPLED_LABEL]

@@ -102,8 +102,9 @@ def render(report: ParityReport, console: Console | None = None) -> None:
     print_table(console, columns, rows, title=f"parity vs {report.reference} ({report.precision})")
     console.print(
         f"PASSED means: every element |candidate - reference| <= atol {tol.atol:g} + rtol {tol.rtol:g} * |reference| "
-        f"('of bound': the worst element's share of that bound, 100% at most), cosine >= {tol.min_cosine}, "
-        f"top-1 agreement >= {tol.min_top1:.0%}, no NaN/Inf.", highlight=False)
+        f"('of bound': the worst element's share of that bound, 100% at most; atol scales with a feature map's RMS "
+        f"above 1), cosine >= {tol.min_cosine}, logits' top-1 agreement >= {tol.min_top1:.0%}, no NaN/Inf.",
+        highlight=False)
     if report.bisect:
         console.print(f"[bold]bisect:[/] {report.bisect.get('summary')}")
     console.print("[bold green]PASSED[/]" if report.passed else "[bold red]FAILED[/]")
