@@ -202,8 +202,9 @@ def test_no_export_of_the_flavour_says_what_to_do(tmp_path):
     with pytest.raises(UserError, match="no exported model"):
         find_latest_export(models, "plugin")
     export_into(models, "standard", sampling_model())
-    with pytest.raises(UserError, match="--flavor plugin"):
+    with pytest.raises(UserError, match="--flavor plugin") as caught:
         find_latest_export(models, "plugin")
+    assert "(standard flavour)" in str(caught.value) and "(native)" not in str(caught.value)  # export's word
 
 
 def test_native_flavour_refuses_opset_20_gridsample(tmp_path):
