@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from dat_deploy.atomic import atomic_path
+from dat_deploy.atomic import atomic_path, check_creatable_dir, check_not_exists
 from dat_deploy.errors import UserError
 from dat_deploy.preprocess import ImageLike, as_rgb_image, normalize, resize_and_crop
 
@@ -173,6 +173,8 @@ def visualize(
     if not available:
         raise UserError(f"variant {variant} has no deformable blocks to visualise.")
     chosen = select_blocks(available, blocks)  # before building the model: a typo fails fast
+    check_not_exists(Path(out_path), overwrite)  # likewise an existing or unwritable output
+    check_creatable_dir(Path(out_path).parent)
     if model is None:
         model = create_model(variant, weights=weights)
     crop = resize_and_crop(as_rgb_image(image), spec.input_size, spec.resize_size)

@@ -156,3 +156,29 @@ def test_an_unwritable_folder_is_named_once(tmp_path, monkeypatch):
     with pytest.raises(UserError) as caught:
         atomic.check_creatable_dir(readonly / "new" / "deeper")
     assert f"({readonly}, where it would be created, is not)" in str(caught.value)
+
+
+def test_validate_checks_its_report_folder_before_validating(tmp_path, monkeypatch):
+    import dat_deploy.parity.validate as validate
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("validated before checking where the report goes")
+
+    monkeypatch.setattr(validate, "validate_artifact", refuse)
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the report folder would be")
+    result = CliRunner().invoke(app, ["validate", "--report", str(blocker / "r.json")])
+    assert isinstance(result.exception, UserError), result.output
+    assert "--report" in str(result.exception) and "--output" not in str(result.exception)
+
+
+def test_visualize_refuses_an_existing_output_before_running_the_model(tmp_path, monkeypatch):
+    import dat_deploy.model as model
+
+    monkeypatch.setattr(model, "create_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("model built")))
+    out = tmp_path / "points.png"
+    out.write_bytes(b"keep")
+    result = CliRunner().invoke(app, ["visualize", "sample:chelsea", "-o", str(out)])
+    assert isinstance(result.exception, UserError), result.output
+    message = str(result.exception)
+    assert "--overwrite" in message and "--name" not in message and out.read_bytes() == b"keep"

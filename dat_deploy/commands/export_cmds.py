@@ -68,6 +68,12 @@ def validate_command(
     from dat_deploy.parity.report import render
     from dat_deploy.parity.validate import validate_artifact
 
+    from dat_deploy.atomic import check_creatable_dir
+
+    try:  # before the minutes of validation, not after
+        check_creatable_dir(report.parent if report else Path("reports"))
+    except UserError as exc:
+        raise UserError(f"{exc} Or pass --report PATH to write the JSON report elsewhere.") from None
     failed = False
     for artifact in artifacts or [None]:
         with steps(f"validating {artifact or 'the latest export'}") as on_step:
