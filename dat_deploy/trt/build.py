@@ -127,7 +127,8 @@ def prepare_build(options: BuildOptions, log: Callable[[str], None] = print) -> 
 
     precision = precision_name(options.fp16)
     name = options.name if options.name is not None else source.name
-    check_folder_name(name, "--name" if options.name is not None else "model name")
+    check_folder_name(name, "--name" if options.name is not None else f"the model name taken from {source.path} "
+                      "(pass --name to choose one)")
     folder = EngineFolder(Path(options.output) / f"{name}_trt_{precision}")
     if not options.overwrite and folder.root.exists():
         # A folder holding only the fp16 graph is what a build without TensorRT leaves: carry on from it.
