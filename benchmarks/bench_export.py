@@ -32,10 +32,10 @@ print(json.dumps({"variant": sys.argv[1], "flavor": sys.argv[3], "layout": sys.a
 
 
 def main() -> None:
-    from dat_deploy.model import VARIANTS
+    from dat_deploy.model.variants import zoo_variants
 
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join(zoo_variants()))
     parser.add_argument("--flavor", default="standard", choices=["standard", "plugin"])
     parser.add_argument("--layout", default="fast", choices=["fast", "official"])
     parser.add_argument("--output", type=Path, default=None)

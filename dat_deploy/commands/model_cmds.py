@@ -12,15 +12,14 @@ from dat_deploy.commands._app import app
 @app.command("variants")
 def variants_command() -> None:
     """List the DAT / DAT++ variants with their evaluation recipe and published accuracy."""
-    from dat_deploy.model import VARIANTS
-
+    from dat_deploy.model.variants import zoo_variants
     from dat_deploy.tables import Column, print_table
 
     columns = [Column("variant", identifier=True), Column("model"), Column("family"), Column("input", justify="right"),
                Column("resize", justify="right"), Column("params", justify="right"),
                Column("top-1 %", justify="right"), Column("official checkpoint", identifier=True)]
     rows = [[spec.name, spec.title, spec.family, str(spec.input_size), str(spec.resize_size), f"{spec.params:,}",
-             f"{spec.top1:.1f}", spec.checkpoint_file] for spec in VARIANTS.values()]
+             f"{spec.top1:.1f}", spec.checkpoint_file] for spec in zoo_variants().values()]
     print_table(Console(), columns, rows, title="DAT model zoo")
 
 

@@ -52,6 +52,9 @@ class VariantSpec:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     notes: tuple[str, ...] = field(default=())
+    # Small models trained on scikit-learn's digits (scripts/train_digits.py) to measure what fp16 and int8
+    # cost in accuracy: they export and validate like any variant but are not part of the zoo listing.
+    hidden: bool = False
 
     @property
     def family(self) -> str:
@@ -121,8 +124,39 @@ VARIANTS: dict[str, VariantSpec] = {
 }
 
 
+# Digits models: reduced widths and depths, every block kind of the family (DAT: window L, shifted
+# window S, deformable D; DAT++: neighborhood N, deformable D at strides 8/4/2/1 with conv stem, LPU
+# and ConvFFN), 10 classes. Resized straight to the input (no crop) so the whole 8x8 digit is kept.
+_DIGITS_DAT = Architecture(
+    family="dat", img_size=224, dim_stem=16, dims=(16, 32, 64, 128), depths=(2, 2, 2, 2), heads=(1, 2, 4, 8),
+    stage_specs=(("L", "S"), ("L", "S"), ("L", "D"), ("L", "D")), groups=(-1, -1, 1, 2), window_size=7,
+    num_classes=10,
+)
+_DIGITS_DAT_PP = Architecture(
+    family="dat_pp", img_size=128, dim_stem=16, dims=(16, 32, 64, 128), depths=(2, 2, 2, 2), heads=(1, 2, 4, 8),
+    stage_specs=(("N", "D"), ("N", "D"), ("N", "D"), ("D", "D")), groups=(1, 1, 2, 2), strides=(8, 4, 2, 1),
+    offset_range_factor=(-1, -1, -1, -1), num_classes=10,
+)
+_DIGITS_NOTE = "trained on scikit-learn's digits by scripts/train_digits.py; weights in tests/data/trained/"
+
+VARIANTS.update({
+    spec.name: spec
+    for spec in (
+        VariantSpec("dat_digits", "DAT digits", _DIGITS_DAT, 224, 224, float("nan"), 0, "dat_digits.safetensors",
+                    notes=(_DIGITS_NOTE,), hidden=True),
+        VariantSpec("dat_pp_digits", "DAT++ digits", _DIGITS_DAT_PP, 128, 128, float("nan"), 0,
+                    "dat_pp_digits.safetensors", notes=(_DIGITS_NOTE,), hidden=True),
+    )
+})
+
+
+def zoo_variants() -> dict[str, VariantSpec]:
+    """The published variants, without the hidden test models."""
+    return {name: spec for name, spec in VARIANTS.items() if not spec.hidden}
+
+
 def get_variant(name: str) -> VariantSpec:
     try:
         return VARIANTS[name]
     except KeyError:
-        raise UserError(f"unknown variant {name!r}. Choose one of: {', '.join(VARIANTS)}.") from None
+        raise UserError(f"unknown variant {name!r}. Choose one of: {', '.join(zoo_variants())}.") from None
