@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import dat_deploy.cli  # noqa: F401  (registers the commands)
 from dat_deploy.commands._app import app
 from dat_deploy.doctor import INFO, MISSING, OK, Check, render as render_doctor
-from dat_deploy.model import VARIANTS
+from dat_deploy.model.variants import zoo_variants
 from dat_deploy.parity.compare import TOLERANCES, compare_output
 from dat_deploy.parity.report import CaseResult, ParityReport, render as render_parity
 from dat_deploy.tables import Column, print_table
@@ -39,7 +39,8 @@ def _assert_fits_with_whole_words(text: str, width: int, identifiers: list[str])
 def test_variants_at_80_columns_keep_every_name_and_checkpoint_whole():
     result = CliRunner(env={"COLUMNS": "80"}).invoke(app, ["variants"])
     assert result.exit_code == 0, result.output
-    names = [spec.name for spec in VARIANTS.values()] + [spec.checkpoint_file for spec in VARIANTS.values()]
+    listed = zoo_variants().values()
+    names = [spec.name for spec in listed] + [spec.checkpoint_file for spec in listed]
     _assert_fits_with_whole_words(result.output, 80, names)
 
 
