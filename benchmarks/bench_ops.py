@@ -27,6 +27,7 @@ import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from dat_deploy.graph.dat_graph import DAT_DOMAIN, DAT_DOMAIN_VERSION
 from dat_deploy.model import deformable, sampling
 from dat_deploy.model.attention import shift_window_mask
 from dat_deploy.model.windows import window_attention_reference
@@ -82,7 +83,7 @@ FLOAT = TensorProto.FLOAT
 def _model(nodes, inputs, initializers=(), custom=False):
     graph = helper.make_graph(nodes, "op", [helper.make_tensor_value_info(n, FLOAT, s) for n, s in inputs],
                               [helper.make_tensor_value_info("y", FLOAT, None)], initializer=list(initializers))
-    opsets = [helper.make_opsetid("", OPSET)] + ([helper.make_opsetid("dat", 1)] if custom else [])
+    opsets = [helper.make_opsetid("", OPSET)] + ([helper.make_opsetid(DAT_DOMAIN, DAT_DOMAIN_VERSION)] if custom else [])
     model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 10
     return model.SerializeToString()
@@ -96,7 +97,7 @@ def deform_models(s: Stage, batch: int) -> tuple[bytes, bytes]:
     x_shape = [batch, s.channels, s.size, s.size]
     pos_shape = [batch * s.groups, s.keys, s.keys, 2]
     inputs = [("x", x_shape), ("pos", pos_shape)]
-    plugin = _model([helper.make_node("DATDeformSample", ["x", "pos"], ["y"], domain="dat", groups=s.groups)],
+    plugin = _model([helper.make_node("DATDeformSample", ["x", "pos"], ["y"], domain=DAT_DOMAIN, groups=s.groups)],
                     inputs, custom=True)
     standard = _model([
         helper.make_node("Reshape", ["x", "grouped_shape"], ["xg"]),
@@ -115,7 +116,7 @@ def bias_models(s: Stage, batch: int) -> tuple[bytes, bytes]:
     inputs = [("table", [s.heads, s.table, s.table]), ("pos", [batch * s.groups, s.keys, s.keys, 2]),
               ("x", [batch, s.channels, s.size, s.size])]
     code = {"dat": 0, "dat_pp": 1}[s.convention]
-    plugin = _model([helper.make_node("DATRelPosBias", ["table", "pos", "x"], ["y"], domain="dat", groups=s.groups,
+    plugin = _model([helper.make_node("DATRelPosBias", ["table", "pos", "x"], ["y"], domain=DAT_DOMAIN, groups=s.groups,
                                       convention=code)], inputs, custom=True)
     queries = sampling.query_grid(s.size, s.size, s.convention, torch.float32, torch.device("cpu"))
     hpg, keys = s.heads // s.groups, s.keys * s.keys
@@ -164,7 +165,7 @@ def window_feeds(s: WindowStage, batch: int, rng: np.random.Generator) -> dict[s
 def window_models(s: WindowStage, feeds: dict[str, np.ndarray]) -> tuple[bytes, bytes]:
     import warnings
 
-    plugin = _model([helper.make_node("DATWindowAttention", ["qkv", "bias"], ["y"], domain="dat", heads=s.heads,
+    plugin = _model([helper.make_node("DATWindowAttention", ["qkv", "bias"], ["y"], domain=DAT_DOMAIN, heads=s.heads,
                                       window=s.window, shift=s.shift, scale=(s.channels // s.heads) ** -0.5)],
                     [(k, list(v.shape)) for k, v in feeds.items()], custom=True)
     with warnings.catch_warnings():
@@ -207,7 +208,7 @@ def deform_attention_models(s: Stage, feeds: dict[str, np.ndarray]) -> tuple[byt
 
     scale = (s.channels // s.heads) ** -0.5
     names = ["q", "k", "v", "table", "pos"]
-    plugin = _model([helper.make_node("DATDeformAttention", names, ["y"], domain="dat", heads=s.heads, groups=s.groups,
+    plugin = _model([helper.make_node("DATDeformAttention", names, ["y"], domain=DAT_DOMAIN, heads=s.heads, groups=s.groups,
                                       convention=plugin_ops.CONVENTION_CODES[s.convention], scale=scale)],
                     [(k, list(v.shape)) for k, v in feeds.items()], custom=True)
     args = tuple(torch.from_numpy(feeds[n]) for n in names)

@@ -16,7 +16,6 @@ throughput than one session gives, run several processes or Triton with instance
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 import threading
@@ -26,14 +25,13 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from dat_deploy.artifacts import Artifact, open_artifact
 from dat_deploy.errors import UserError
 from dat_deploy.labels import class_names
 from dat_deploy.preprocess import ImageLike, as_rgb_image, preprocess, validate_batch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-ONNX_SUFFIXES = (".onnx",)
-ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
 
 RANDOM_LABELS_NOTICE = (
     "this model has seeded random weights (no checkpoint): its labels are meaningless. "
@@ -94,31 +92,23 @@ class Classifier:
         self.info = info
         self.labels = class_names(info.num_classes)
         self._keepalive = keepalive  # e.g. the temporary folder of an on-the-fly export
-        concurrent = getattr(backend, "thread_safe", None)
-        if concurrent is None:
-            concurrent = str(getattr(backend, "name", "")).startswith("ort")
-        self._lock = contextlib.nullcontext() if concurrent else threading.Lock()
+        self._lock = contextlib.nullcontext() if backend.thread_safe else threading.Lock()
 
     # ---- construction -------------------------------------------------------------------------
 
     @classmethod
     def from_artifact(cls, path: str | os.PathLike, providers: Sequence[str] | None = None) -> "Classifier":
         """Load an ONNX model or a TensorRT engine (file, or a Triton model folder) with its metadata."""
-        artifact = resolve_artifact(Path(path))
-        if artifact.suffix in ONNX_SUFFIXES:
+        artifact = open_artifact(path)
+        if artifact.is_onnx:
             from dat_deploy.runtime import OrtBackend  # registers the dat custom-op library when needed
 
-            backend = OrtBackend(artifact, providers=list(providers) if providers else None)
-            session = backend.session
-            graph_size = _static(session.get_inputs()[0].shape, 2)
-            graph_classes = _static(session.get_outputs()[0].shape, 1)
-            info = read_model_info(artifact, dict(backend.metadata), graph_size, graph_classes)
+            backend = OrtBackend(artifact.path, providers=list(providers) if providers else None)
         else:
             from dat_deploy.runtime.tensorrt_backend import TensorRTBackend  # imports tensorrt lazily
 
-            info = read_model_info(artifact)
-            backend = TensorRTBackend(artifact)
-        return cls(backend, info)
+            backend = TensorRTBackend(artifact.path)
+        return cls(backend, model_info(artifact))
 
     @classmethod
     def from_variant(
@@ -227,78 +217,15 @@ def _source_name(item: Any, index: int) -> str:
 # ---- artifacts and their metadata ---------------------------------------------------------------
 
 
-def resolve_artifact(path: Path) -> Path:
-    """A model file, or the model file inside a Triton model folder (highest numeric version)."""
-    if not path.exists():
-        raise UserError(f"model {path} does not exist. Export one with `dat-deploy export`, or check the path.")
-    if path.is_file():
-        if path.suffix not in ONNX_SUFFIXES + ENGINE_SUFFIXES:
-            raise UserError(f"{path} is neither an ONNX model (.onnx) nor a TensorRT engine (.plan/.engine).")
-        return path
-    versions = sorted((p for p in path.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
-    for folder in [*reversed(versions), path]:
-        for suffix in ONNX_SUFFIXES + ENGINE_SUFFIXES:
-            candidates = sorted(folder.glob(f"*{suffix}"))
-            if candidates:
-                return candidates[0]
-    raise UserError(f"{path} holds no model.onnx or model.plan (also looked in its numeric version folders).")
-
-
-def read_model_info(
-    artifact: Path,
-    meta: dict[str, Any] | None = None,
-    graph_input_size: int | None = None,
-    graph_classes: int | None = None,
-) -> ModelInfo:
-    """Preprocessing and provenance from the ONNX metadata_props, or the JSON sidecar for engines."""
-    if meta is None:
-        meta = {}
-        if artifact.suffix in ONNX_SUFFIXES:
-            meta, graph_input_size, graph_classes = _read_onnx_metadata(artifact)
-    sidecar = _find_sidecar(artifact)
-    if sidecar is not None:
-        for key, value in _read_json(sidecar).items():
-            meta.setdefault(key, value)
-    return _model_info(meta, artifact, graph_input_size, graph_classes)
-
-
-def _read_onnx_metadata(path: Path) -> tuple[dict[str, str], int | None, int | None]:
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - any parse failure means the file is not usable
-        raise UserError(f"{path} is not a readable ONNX model ({exc}). Re-export it.") from None
-    meta = {p.key: p.value for p in model.metadata_props}
-
-    def dim(value_info, axis):
-        dims = value_info.type.tensor_type.shape.dim
-        return dims[axis].dim_value if len(dims) > axis and dims[axis].dim_value > 0 else None
-
-    size = dim(model.graph.input[0], 2) if model.graph.input else None
-    classes = dim(model.graph.output[0], 1) if model.graph.output else None
-    return meta, size, classes
-
-
-def _find_sidecar(artifact: Path) -> Path | None:
-    folder = artifact.parent
-    candidates = [artifact.with_suffix(".json"), Path(str(artifact) + ".json"), folder / "dat_deploy.json"]
-    if folder.name.isdigit():  # Triton layout: models/<name>/<version>/model.*, sidecar next to config.pbtxt
-        candidates += [folder.parent / "dat_deploy.json", *sorted(folder.parent.glob("*.json"))]
-    for candidate in candidates:
-        if candidate.is_file() and "input_size" in _read_json(candidate):
-            return candidate
-    return None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if isinstance(data, dict) and isinstance(data.get("metadata"), dict):
-        data = {**data["metadata"], **{k: v for k, v in data.items() if k != "metadata"}}
-    return data if isinstance(data, dict) else {}
+def model_info(artifact: Artifact) -> ModelInfo:
+    """Preprocessing and provenance from the artifact's metadata (an engine's comes from its sidecar);
+    the input size and class count fall back to the ONNX graph's static dims, then to the variant's."""
+    graph_size = graph_classes = None
+    if artifact.inputs:
+        graph_size = _static(next(iter(artifact.inputs.values())), 2)
+    if artifact.outputs:
+        graph_classes = _static(next(iter(artifact.outputs.values())), 1)
+    return _model_info(dict(artifact.metadata), artifact.path, graph_size, graph_classes)
 
 
 def _model_info(meta: dict[str, Any], artifact: Path, graph_size: int | None, graph_classes: int | None) -> ModelInfo:

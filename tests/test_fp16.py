@@ -17,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from dat_deploy.errors import UserError
-from dat_deploy.export.fp16 import (
+from dat_deploy.graph.fp16 import (
     back_and_forth_casts,
     convert_file,
     convert_to_fp16,

@@ -1,6 +1,6 @@
 """DATBiasGelu, DATAddLayerNorm and DATGemm: the onnxruntime-only ops the CPU backend puts in place of
 Add(bias) + GELU, residual Add + LayerNorm and small-weight Gemms in plugin graphs
-(dat_deploy.runtime.ort_cpu_fusions).
+(dat_deploy.graph.cpu_fusions).
 
 The kernels against PyTorch (GELU in fp64, F.layer_norm) and numpy (x W^T + b in fp64); the graph rewrites
 against the graphs they rewrite, in onnxruntime; and the backend's use of them on a whole DAT-T.
@@ -20,10 +20,10 @@ from onnx import TensorProto, helper, numpy_helper
 from dat_deploy.export.graph_checks import op_histogram
 from dat_deploy.native import ort_library_path
 from dat_deploy.parity.inputs import random_case
+from dat_deploy.graph import cpu_fusions as ort_cpu_fusions
 from dat_deploy.runtime import OrtBackend
-from dat_deploy.runtime import ort_cpu_fusions
-from dat_deploy.runtime.ort_cpu_fusions import (fuse_add_layer_norm, fuse_bias_gelu, fuse_gemm_gelu, fuse_small_gemms,
-                                                small_gemms_pay)
+from dat_deploy.graph.cpu_fusions import (fuse_add_layer_norm, fuse_bias_gelu, fuse_gemm_gelu, fuse_small_gemms,
+                                          small_gemms_pay)
 
 # Measured worst case over z in [-12, 12]: 1.18e-6 (2.6 ulp, where |GELU| > 1) and 1.0e-6 in the negative tail,
 # where 1 + erf cancels; see plugins/cpu/geluMath.h.

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from dat_deploy.export import plugin_ops
+from dat_deploy.graph.dat_graph import is_dat_node
 from dat_deploy.model import sampling
 from dat_deploy.native import ort_library_path
 
@@ -78,7 +79,7 @@ class _Calls(nn.Module):
 
 def test_graph_has_dat_nodes_with_plugin_attributes(exported):
     _, model, convention = exported
-    nodes = [n for n in model.graph.node if n.domain == "dat"]
+    nodes = [n for n in model.graph.node if is_dat_node(n)]
     assert sorted(n.op_type for n in nodes) == ["DATDeformSample", "DATRelPosBias"]
     assert not any(n.op_type == "GridSample" for n in model.graph.node)
     for node in nodes:
@@ -99,7 +100,7 @@ def test_checker_and_shape_inference_pass(exported):
     assert [d.dim_value for d in outputs["sampled"].shape.dim[1:]] == [16, 4, 5]
     assert [d.dim_value for d in outputs["bias"].shape.dim[1:]] == [7 * 9, 4 * 5]
     inferred_types = {v.name: v.type.tensor_type for v in inferred.graph.value_info}
-    dat_outputs = [n.output[0] for n in inferred.graph.node if n.domain == "dat"]
+    dat_outputs = [n.output[0] for n in inferred.graph.node if is_dat_node(n)]
     assert all(name in inferred_types or name in outputs for name in dat_outputs)
 
 

@@ -10,8 +10,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from dat_deploy.errors import UserError
-from dat_deploy.runtime.ort_cpu_fusions import small_gemms_pay
-from dat_deploy.triton_repo import gather, load_config
+from dat_deploy.graph.cpu_fusions import small_gemms_pay
+from dat_deploy.triton.config import load_config
+from dat_deploy.triton.repository import gather
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 text_format = pytest.importorskip("google.protobuf.text_format")
@@ -237,7 +238,7 @@ def test_engine_uses_the_plugin_it_was_built_with(tmp_path):
 
 
 def test_engine_plugin_not_found_is_a_note_not_a_crash(tmp_path, monkeypatch):
-    import dat_deploy.triton_repo as triton_repo
+    import dat_deploy.triton.repository as triton_repo
 
     monkeypatch.setattr(triton_repo, "default_plugin_library", lambda kind: None)
     _model_folder(tmp_path / "models", "old_trt", kind="plan")  # no sidecar: assume it needs the plugin

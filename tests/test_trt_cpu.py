@@ -21,12 +21,14 @@ from google.protobuf import text_format
 from onnx import TensorProto, helper, numpy_helper
 
 from dat_deploy.errors import UserError
-from dat_deploy.export.fp16 import precision_summary
-from dat_deploy.trt.build import BuildOptions, build_trt, prepare_build, read_sidecar, write_fp16_graph
+from dat_deploy.artifacts import read_sidecar
+from dat_deploy.graph.fp16 import precision_summary
+from dat_deploy.trt.build import BuildOptions, build_trt, prepare_build, write_fp16_graph
 from dat_deploy.hashing import sha256_file
 from dat_deploy.trt.loader import tensorrt_available
 from dat_deploy.trt.source import check_flavor, find_latest_export, read_source
-from dat_deploy.trt.triton import config_text, tensorrt_model_config
+from dat_deploy.triton.config import config_text
+from dat_deploy.triton.tensorrt import tensorrt_model_config
 
 FLOAT = TensorProto.FLOAT
 no_tensorrt = pytest.mark.skipif(tensorrt_available(), reason="TensorRT is installed here; these test its absence")
@@ -407,9 +409,9 @@ def test_build_writes_the_engine_folder_through_tensorrt_calls(tmp_path, monkeyp
     else:
         assert sidecar["plugin_library"] is None
 
-    from dat_deploy.triton_config import parse_config
+    from dat_deploy.triton.config import load_config
 
-    config = parse_config(folder / "config.pbtxt")
+    config = load_config(folder / "config.pbtxt")
     assert config.name == "toy_trt_fp16" and config.platform == "tensorrt_plan" and config.max_batch_size == 32
     assert list(config.input[0].dims) == [3, 4, 4] and list(config.output[0].dims) == [7]
 

@@ -97,11 +97,10 @@ def triton_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Gather models into one Triton repository (configs validated) and print the tritonserver command."""
-    from dat_deploy import triton_repo
+    from dat_deploy.triton.repository import DEFAULT_IMAGE, gather
 
-    result = triton_repo.gather(artifacts or [], output, models_root=models_root, overwrite=overwrite,
-                                ort_ops_library=ort_ops_lib, trt_plugin_library=trt_plugin,
-                                image=image or triton_repo.DEFAULT_IMAGE)
+    result = gather(artifacts or [], output, models_root=models_root, overwrite=overwrite,
+                    ort_ops_library=ort_ops_lib, trt_plugin_library=trt_plugin, image=image or DEFAULT_IMAGE)
     seeds = {m.name: _random_init_seed(m.path) for m in result.models}
     random_notes = [f"{name} has seeded random weights (seed {seed}), not a checkpoint: its predictions are "
                     "meaningless. Export it with `dat-deploy export --weights <official .pth>` for real ones."
@@ -153,14 +152,13 @@ def visualize_command(
 
 
 def _random_init_seed(model_folder: Path) -> str | None:
-    """The seed export recorded for a random-init model (its sidecar's metadata), None for real weights."""
-    from dat_deploy.export.repository import read_sidecar
+    """The seed export recorded for a random-init model (in its metadata), None for real weights."""
+    from dat_deploy.artifacts import open_artifact
 
     try:
-        metadata = read_sidecar(model_folder).get("metadata", {})
-    except (OSError, ValueError):
+        return open_artifact(model_folder).metadata.get("random_init_seed")
+    except UserError:  # gather has checked the folder; a note is not worth failing over
         return None
-    return metadata.get("random_init_seed") if isinstance(metadata, dict) else None
 
 
 def _sample_or_path(image: str):

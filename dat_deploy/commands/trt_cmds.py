@@ -31,7 +31,7 @@ def _print_summary(console: Console, summary: dict) -> None:
 
 @app.command("convert-fp16")
 def convert_fp16_command(
-    onnx_path: Path = typer.Argument(..., help="fp32 ONNX graph (standard or plugin flavour)."),
+    onnx_path: Path = typer.Argument(..., help="fp32 ONNX graph (standard or plugin flavour), or its model folder."),
     output: Path = typer.Option(..., "--output", "-o", help="Where to write the fp16 graph."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),
 ) -> None:
@@ -39,7 +39,7 @@ def convert_fp16_command(
 
     Inputs and outputs stay fp32; onnxruntime runs the result, and TensorRT builds it strongly typed.
     """
-    from dat_deploy.export.fp16 import convert_file
+    from dat_deploy.graph.fp16 import convert_file
 
     console = Console()
     summary = convert_file(onnx_path, output, overwrite=overwrite).as_dict()
@@ -50,7 +50,7 @@ def convert_fp16_command(
 @app.command("build-trt")
 def build_trt_command(
     onnx_path: Optional[Path] = typer.Argument(
-        None, help="ONNX export to build. Default: the most recent export of the chosen flavour in --output."
+        None, help="ONNX export (file or model folder) to build. Default: the most recent export of the chosen flavour in --output."
     ),
     fp16: bool = typer.Option(False, "--fp16", help="fp16 engine: convert the graph to fp16 with fp32 islands first."),
     min_batch: int = typer.Option(1, "--min-batch", min=1, help="Smallest batch of the optimisation profile."),

@@ -14,10 +14,11 @@ from typing import Callable
 
 import onnx
 
+from dat_deploy.artifacts import SIDECAR_NAME, onnx_metadata
 from dat_deploy.atomic import check_creatable_dir, check_folder_name
 from dat_deploy.errors import UserError
 from dat_deploy.export.onnx_export import DEFAULT_OPSET, TraceOptions, check_trace_options, export_model
-from dat_deploy.export.repository import SIDECAR_NAME, write_model_folder
+from dat_deploy.export.repository import write_model_folder
 from dat_deploy.model import create_model, get_variant
 from dat_deploy.parity.compare import TOLERANCES
 from dat_deploy.parity.inputs import random_case
@@ -25,7 +26,7 @@ from dat_deploy.parity.report import ParityReport, run_parity
 from dat_deploy.runtime.names import INPUT_NAME
 from dat_deploy.runtime.onnxruntime_backend import OrtBackend
 from dat_deploy.runtime.torch_backend import TorchBackend
-from dat_deploy import triton_config
+from dat_deploy.triton.config import config_text, model_config, tensor_config
 
 DEFAULT_MAX_BATCH = 32
 
@@ -58,9 +59,9 @@ def _triton_config(name: str, model_proto: onnx.ModelProto, batch: int | None, o
         shape = [d.dim_value if d.dim_value else -1 for d in value_info.type.tensor_type.shape.dim]
         return shape[1:] if batch is None else shape
 
-    inputs = [triton_config.tensor_config(i.name, dims(i)) for i in model_proto.graph.input]
-    outputs = [triton_config.tensor_config(o.name, dims(o)) for o in model_proto.graph.output]
-    return triton_config.model_config(
+    inputs = [tensor_config(i.name, dims(i)) for i in model_proto.graph.input]
+    outputs = [tensor_config(o.name, dims(o)) for o in model_proto.graph.output]
+    return model_config(
         name, "onnxruntime_onnx", inputs, outputs,
         max_batch_size=DEFAULT_MAX_BATCH if batch is None else 0,
         op_library=op_library, preferred_batch_sizes=[8, 16, 32],
@@ -120,7 +121,7 @@ def export_onnx(
         raise UserError(f"the exported graph of {variant} does not match PyTorch (max abs {worst:.3g}); nothing was written. "
                         f"Export with --no-check and run `dat-deploy validate --bisect` on it to find where it diverges.")
 
-    metadata = {p.key: p.value for p in proto.metadata_props}
+    metadata = onnx_metadata(proto)
     op_library = None
     if flavor == "plugin":
         op_library = "libdat_ort_ops.so"  # resolved by Triton relative to its LD_LIBRARY_PATH; see `dat-deploy triton`
@@ -138,7 +139,7 @@ def export_onnx(
     on_step(f"writing {final_folder}")
     folder = write_model_folder(Path(output_dir), name, {
         "1/model.onnx": data,
-        "config.pbtxt": triton_config.to_text(config).encode(),
+        "config.pbtxt": config_text(config).encode(),
         SIDECAR_NAME: json.dumps(sidecar, indent=2, default=float).encode(),
     }, overwrite=overwrite)
     return ExportResult(folder, folder / "1" / "model.onnx", name, parity, sidecar["export_seconds"], metadata)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import onnx
 
 from dat_deploy.errors import UserError
+from dat_deploy.graph.dat_graph import is_onnx_node
 
 
 def check_and_infer(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -30,6 +31,6 @@ def require_symbolic_batch(model: onnx.ModelProto) -> None:
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
     counts: dict[str, int] = {}
     for node in model.graph.node:
-        key = f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+        key = node.op_type if is_onnx_node(node) else f"{node.domain}::{node.op_type}"
         counts[key] = counts.get(key, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))

@@ -27,10 +27,9 @@ import onnx
 import torch
 from onnx import defs
 
+from dat_deploy.graph.dat_graph import DAT_DOMAIN, DAT_DOMAIN_VERSION
 from dat_deploy.model import deformable, fused_ops, sampling, windows
 
-DOMAIN = "dat"
-DOMAIN_VERSION = 1
 PLUGIN_VERSION = "1"
 PLUGIN_NAMESPACE = "dat"
 DEFORM_SAMPLE = "DATDeformSample"
@@ -209,7 +208,7 @@ def _plugin_attributes() -> list[defs.OpSchema.Attribute]:
 def _schemas() -> list[defs.OpSchema]:
     param = defs.OpSchema.FormalParameter
     deform = defs.OpSchema(
-        DEFORM_SAMPLE, DOMAIN, DOMAIN_VERSION,
+        DEFORM_SAMPLE, DAT_DOMAIN, DAT_DOMAIN_VERSION,
         "Bilinear sampling of x at pos ((y, x) in [-1, 1], align_corners=True, zero padding); see plugins/README.md.",
         inputs=[param("x", "T", "(B, C, H, W)"), param("pos", "P", "(B*groups, Hk, Wk, 2), (y, x) order")],
         outputs=[param("y", "T", "(B, C, Hk, Wk)")],
@@ -218,7 +217,7 @@ def _schemas() -> list[defs.OpSchema]:
     )
     deform.set_type_and_shape_inference_function(_infer_deform_sample)
     bias = defs.OpSchema(
-        REL_POS_BIAS, DOMAIN, DOMAIN_VERSION,
+        REL_POS_BIAS, DAT_DOMAIN, DAT_DOMAIN_VERSION,
         "Relative-position bias: table sampled at (q_grid - pos) * 0.5 for every query of x's (H, W); "
         "see plugins/README.md.",
         inputs=[
@@ -237,7 +236,7 @@ def _schemas() -> list[defs.OpSchema]:
     bias.set_type_and_shape_inference_function(_infer_rel_pos_bias)
     attribute = defs.OpSchema.Attribute
     window = defs.OpSchema(
-        WINDOW_ATTENTION, DOMAIN, DOMAIN_VERSION,
+        WINDOW_ATTENTION, DAT_DOMAIN, DAT_DOMAIN_VERSION,
         "Swin window attention (shift, partition, q.k*scale + bias, softmax, P v, reverse) on channels-last "
         "tokens; see plugins/README.md.",
         inputs=[param("qkv", "T", "(B, H, W, 3C)"), param("bias", "B", "(Nb, heads, T, T), Nb = 1 or windows per image")],
@@ -253,7 +252,7 @@ def _schemas() -> list[defs.OpSchema]:
     )
     window.set_type_and_shape_inference_function(_infer_window_attention)
     core = defs.OpSchema(
-        DEFORM_ATTENTION, DOMAIN, DOMAIN_VERSION,
+        DEFORM_ATTENTION, DAT_DOMAIN, DAT_DOMAIN_VERSION,
         "Deformable attention core: q.k*scale + the DATRelPosBias bias (sampled on the fly), softmax, P v; "
         "see plugins/README.md.",
         inputs=[
@@ -290,7 +289,7 @@ def custom_translation_table() -> dict:
     """{torch op overload: onnxscript function} for torch.onnx.export(..., dynamo=True, custom_translation_table=...)."""
     import onnxscript
 
-    dat_opset = onnxscript.values.Opset(DOMAIN, DOMAIN_VERSION)
+    dat_opset = onnxscript.values.Opset(DAT_DOMAIN, DAT_DOMAIN_VERSION)
 
     def deform_sample_onnx(x, pos, groups: int):
         return dat_opset.DATDeformSample(
@@ -324,4 +323,4 @@ def custom_translation_table() -> dict:
 
 
 def opset_imports() -> dict[str, int]:
-    return {DOMAIN: DOMAIN_VERSION}
+    return {DAT_DOMAIN: DAT_DOMAIN_VERSION}

@@ -6,11 +6,11 @@
 
 The folder is assembled under a temporary name next to the destination and renamed into place,
 so an interrupted export never leaves a half-written model that Triton would try to load.
+dat_deploy.artifacts finds the model file and sidecar in such folders.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -18,8 +18,6 @@ from pathlib import Path
 
 from dat_deploy.atomic import current_umask, ensure_writable_dir
 from dat_deploy.errors import UserError
-
-SIDECAR_NAME = "dat_deploy.json"
 
 
 def write_model_folder(root: Path, name: str, files: dict[str, bytes], overwrite: bool = False) -> Path:
@@ -46,14 +44,3 @@ def write_model_folder(root: Path, name: str, files: dict[str, bytes], overwrite
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return final
-
-
-def read_sidecar(model_folder: Path) -> dict:
-    path = Path(model_folder) / SIDECAR_NAME
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def latest_model_folder(root: Path, suffix: str = ".onnx") -> Path | None:
-    """The most recently written model folder under root that holds a version-1 file with `suffix`."""
-    candidates = [p for p in Path(root).glob(f"*/1/model{suffix}") if not p.parts[-3].startswith(".")]
-    return max(candidates, key=lambda p: p.stat().st_mtime).parent.parent if candidates else None

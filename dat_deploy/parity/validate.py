@@ -6,58 +6,32 @@ random-init seed or the sha256 of the weights, which must then be passed with --
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
+from dat_deploy.artifacts import Artifact, exported_onnx_files, open_artifact
 from dat_deploy.errors import UserError
-from dat_deploy.export.repository import latest_model_folder, read_sidecar
 from dat_deploy.model import create_model, get_variant
 from dat_deploy.hashing import sha256_file
 from dat_deploy.parity.compare import TOLERANCES, Tolerance
 from dat_deploy.parity.inputs import default_cases
 from dat_deploy.parity.report import ParityReport, run_parity
 from dat_deploy.runtime import load_backend
-from dat_deploy.runtime.onnxruntime_backend import load_onnx
 from dat_deploy.runtime.torch_backend import TorchBackend
 
 
-def resolve_artifact(path: str | Path | None, models_dir: Path = Path("models")) -> Path:
-    """An ONNX file or engine, given as a file, a model folder, or nothing (the latest export)."""
+def resolve_artifact(path: str | Path | None, models_dir: Path = Path("models")) -> Artifact:
+    """The artifact to validate: a file, a model folder, or nothing (the latest export under models_dir)."""
     if path is None:
-        folder = latest_model_folder(models_dir)
-        if folder is None:
+        exports = exported_onnx_files(models_dir)
+        if not exports:
             raise UserError(f"no exported model under {models_dir}/. Run `dat-deploy export` first or pass a path.")
-        path = folder
-    path = Path(path)
-    if path.is_dir():
-        found = sorted(path.glob("1/model.*")) or sorted(path.glob("model.*"))
-        found = [p for p in found if p.suffix in (".onnx", ".plan")]
-        if not found:
-            raise UserError(f"{path} holds no 1/model.onnx or 1/model.plan. Pass the ONNX or engine file itself.")
-        path = found[0]
-    if not path.is_file():
-        raise UserError(f"{path} does not exist. Pass an ONNX file, an engine, or a folder under models/.")
-    return path
-
-
-def artifact_metadata(path: Path) -> dict:
-    """ONNX metadata_props (parsed), or an engine's sidecar metadata."""
-    if path.suffix == ".onnx":
-        raw = {p.key: p.value for p in load_onnx(path).metadata_props}
-    else:
-        sidecar = read_sidecar(path.parent.parent)
-        raw = sidecar.get("metadata", sidecar)
-    parsed = {}
-    for key, value in raw.items():
-        try:
-            parsed[key] = json.loads(value) if isinstance(value, str) else value
-        except json.JSONDecodeError:
-            parsed[key] = value
-    if "variant" not in parsed:
-        raise UserError(f"{path} carries no dat-deploy metadata (variant), which validate needs to rebuild the PyTorch "
-                        "reference. Validate a model written by `dat-deploy export` or `dat-deploy build-trt`.")
-    return parsed
+        path = exports[0]
+    artifact = open_artifact(path)
+    if "variant" not in artifact.metadata:
+        raise UserError(f"{artifact.path} carries no dat-deploy metadata (variant), which validate needs to rebuild the "
+                        "PyTorch reference. Validate a model written by `dat-deploy export` or `dat-deploy build-trt`.")
+    return artifact
 
 
 def reference_model(meta: dict, weights: Path | None):
@@ -92,8 +66,8 @@ def validate_artifact(
     bisect: bool = False,
     on_step=None,
 ) -> ParityReport:
-    path = resolve_artifact(artifact)
-    meta = artifact_metadata(path)
+    found = resolve_artifact(artifact)
+    path, meta = found.path, found.parsed_metadata()
     if precision == "auto":
         precision = str(meta.get("precision", "fp32"))
     tol = tolerance_for(precision, atol, rtol, min_cosine)
@@ -106,7 +80,7 @@ def validate_artifact(
     report = run_parity(TorchBackend(model), [candidate], cases, tol, precision, on_step)
     report.context = {"artifact": str(path), "variant": meta["variant"], "metadata": meta}
     if bisect and not report.passed:
-        if path.suffix != ".onnx":
+        if not found.is_onnx:
             report.bisect = {"summary": "bisect works on ONNX artifacts only; validate the ONNX the engine was built from"}
         else:
             from dat_deploy.export.onnx_export import TraceOptions

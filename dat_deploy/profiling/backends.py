@@ -24,7 +24,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from dat_deploy.artifacts import ENGINE_SUFFIXES, ONNX_SUFFIXES, find_model_file, load_onnx, onnx_metadata
 from dat_deploy.errors import UserError
+from dat_deploy.graph.dat_graph import has_dat_nodes
 
 BACKEND_NAMES = ("torch", "torch-compile", "ort", "ort-plugin", "ort-official", "trt")
 DEFAULT_BACKENDS = ("torch", "ort")
@@ -83,25 +85,13 @@ def make_inputs(batches: Sequence[int], input_size: int, seed: int = 0) -> dict[
 def onnx_kind(path: Path) -> tuple[str, str | None]:
     """(flavour, layout) recorded in an ONNX's metadata; flavour "standard" unless it has `dat` nodes,
     layout None when the file does not say (other tools, or exports from before `--layout`)."""
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError, OSError, ...
-        raise UserError(f"cannot read {path} as ONNX ({exc}). Pass an .onnx file written by `dat-deploy export`.") from exc
-    meta = {p.key: p.value for p in model.metadata_props}
+    model = load_onnx(path)
+    meta = onnx_metadata(model)
     if "flavor" in meta:
         flavor = meta["flavor"]
     else:
-        flavor = "plugin" if any(node.domain == "dat" for node in model.graph.node) else "standard"
+        flavor = "plugin" if has_dat_nodes(model) else "standard"
     return flavor, meta.get("layout")
-
-
-def onnx_metadata(path: Path) -> dict[str, str]:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in model.metadata_props}
 
 
 def default_cache_dir() -> Path:
@@ -111,8 +101,7 @@ def default_cache_dir() -> Path:
 
 # Source files that cannot change the traced graph (checkpoint reading, summaries, fp16 conversion,
 # the model-repository writer); any other file in model/ or export/, new ones included, counts.
-_NOT_IN_GRAPH = {"model/checkpoint.py", "model/summary.py", "export/__init__.py", "export/fp16.py",
-                 "export/repository.py"}
+_NOT_IN_GRAPH = {"model/checkpoint.py", "model/summary.py", "export/__init__.py", "export/repository.py"}
 
 
 def _source_fingerprint() -> str:
@@ -146,15 +135,13 @@ class BackendFactory:
         self.variant = variant
         self.weights = Path(weights) if weights is not None else None
         self.threads = threads
-        self.engine = Path(engine) if engine is not None else None
+        self.engine = find_model_file(engine, ENGINE_SUFFIXES) if engine is not None else None
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.log = log
         self._model = None
         self._given_onnx: dict[str, tuple[Path, str | None]] = {}  # flavour -> (path, layout)
         if onnx is not None:
-            onnx = Path(onnx)
-            if not onnx.is_file():
-                raise UserError(f"--onnx {onnx} does not exist. Export one with `dat-deploy export` or leave --onnx out.")
+            onnx = find_model_file(onnx, ONNX_SUFFIXES)  # a file, or a model folder's
             flavor, layout = onnx_kind(onnx)
             self._given_onnx[flavor] = (onnx, layout)
 
@@ -263,8 +250,6 @@ class BackendFactory:
     def _trt(self) -> PreparedBackend:
         if self.engine is None:
             raise UserError("backend trt needs an engine: pass --engine PATH (build one with `dat-deploy build-trt`).")
-        if not self.engine.is_file():
-            raise UserError(f"--engine {self.engine} does not exist. Build one with `dat-deploy build-trt`.")
         try:
             from dat_deploy.runtime.tensorrt_backend import TensorRTBackend
         except ImportError as exc:

@@ -183,8 +183,8 @@ def ort_op_profile(
         options.intra_op_num_threads = intra_op_threads
     source: str | bytes = str(onnx_path)
     if custom_op_library is not None:
-        from dat_deploy.runtime.onnxruntime_backend import load_onnx
-        from dat_deploy.runtime.ort_cpu_fusions import fused_session_model
+        from dat_deploy.artifacts import load_onnx
+        from dat_deploy.graph.cpu_fusions import fused_session_model
 
         options.register_custom_ops_library(str(custom_op_library))
         source = fused_session_model(load_onnx(onnx_path))[0] or source  # what OrtBackend runs on the CPU

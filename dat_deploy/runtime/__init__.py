@@ -10,16 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dat_deploy.artifacts import ENGINE_SUFFIXES, find_model_file
 from dat_deploy.runtime.base import Backend
 from dat_deploy.runtime.onnxruntime_backend import OrtBackend
 from dat_deploy.runtime.torch_backend import TorchBackend
 
-ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
-
 
 def load_backend(artifact: str | Path, providers: list[str] | None = None, threads: int | None = None) -> Backend:
-    """A backend for an ONNX file or a TensorRT engine, chosen by file suffix."""
-    path = Path(artifact)
+    """A backend for an ONNX file or a TensorRT engine (or a model folder holding one), chosen by file suffix."""
+    path = find_model_file(artifact)
     if path.suffix in ENGINE_SUFFIXES:
         from dat_deploy.runtime.tensorrt_backend import TensorRTBackend
 

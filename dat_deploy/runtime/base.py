@@ -17,5 +17,8 @@ class Backend(Protocol):
 
     name: str  # e.g. "torch-cpu", "ort-cpu", "ort-plugin-cpu", "trt-fp16"
     output_names: list[str]
+    # Whether concurrent `run` calls from several threads are safe (onnxruntime sessions are; a PyTorch
+    # module or a TensorRT execution context is not): callers that share a backend lock when it is False.
+    thread_safe: bool
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]: ...

@@ -2,8 +2,8 @@
 
 A graph that holds nodes of the `dat` domain (the plugin flavour) needs our custom-op library;
 it is built on first use and registered on the session automatically. On the CPU provider such a graph
-also gets the library's CPU-only ops in place of slower onnxruntime subgraphs (ort_cpu_fusions; the file
-on disk is not changed).
+also gets the library's CPU-only ops in place of slower onnxruntime subgraphs (dat_deploy.graph.cpu_fusions;
+the file on disk is not changed).
 """
 
 from __future__ import annotations
@@ -12,32 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
+from dat_deploy.artifacts import load_onnx, onnx_metadata
 from dat_deploy.errors import UserError
+from dat_deploy.graph.dat_graph import has_dat_nodes
 from dat_deploy.runtime.names import INPUT_NAME
 
-PLUGIN_DOMAIN = "dat"
 _PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
 }
-
-
-def load_onnx(path: str | Path):
-    """Parse an ONNX file, or raise a UserError that names it."""
-    import onnx
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"ONNX file {path} does not exist. Export one with `dat-deploy export`.")
-    try:
-        return onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises DecodeError and friends
-        raise UserError(f"{path} is not an ONNX model ({type(exc).__name__}). Pass a file written by `dat-deploy export`.") from exc
-
-
-def uses_plugin_ops(model) -> bool:
-    return any(node.domain == PLUGIN_DOMAIN for node in model.graph.node)
 
 
 def resolve_providers(names: list[str] | None) -> list[str]:
@@ -55,20 +39,22 @@ def resolve_providers(names: list[str] | None) -> list[str]:
 
 
 class OrtBackend:
+    thread_safe = True  # InferenceSession.run may be called from several threads at once
+
     def __init__(self, onnx_path: str | Path, providers: list[str] | None = None, intra_op_threads: int | None = None,
                  plugin_library: str | Path | None = None, enable_profiling: bool = False, cpu_fusions: bool = True):
         import onnxruntime as ort
 
         self.path = Path(onnx_path)
         model = load_onnx(self.path)
-        self.metadata = {p.key: p.value for p in model.metadata_props}
+        self.metadata = onnx_metadata(model)
         options = ort.SessionOptions()
         if intra_op_threads:
             options.intra_op_num_threads = intra_op_threads
         if enable_profiling:
             options.enable_profiling = True
         self.plugin_library = None
-        if uses_plugin_ops(model):
+        if has_dat_nodes(model):
             if plugin_library is None:
                 from dat_deploy.native import ort_library_path
 
@@ -81,7 +67,7 @@ class OrtBackend:
         self.fusions: dict[str, int] = {}
         source: str | bytes = str(self.path)
         if self.plugin_library is not None and cpu_fusions and self.providers[0] == "CPUExecutionProvider":
-            from dat_deploy.runtime.ort_cpu_fusions import fused_session_model
+            from dat_deploy.graph.cpu_fusions import fused_session_model
 
             fused, self.fusions = fused_session_model(model)
             source = fused or source
@@ -102,4 +88,4 @@ class OrtBackend:
         return self.session.end_profiling()
 
 
-__all__ = ["OrtBackend", "INPUT_NAME", "load_onnx", "uses_plugin_ops"]
+__all__ = ["OrtBackend", "INPUT_NAME", "resolve_providers"]

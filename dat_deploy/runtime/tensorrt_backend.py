@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from dat_deploy.artifacts import ENGINE_SUFFIXES, find_model_file, read_sidecar
 from dat_deploy.errors import UserError
 
 
@@ -46,7 +47,7 @@ def _torch_dtype(trt, torch, trt_dtype):
 
 
 def _check_versions(trt, engine_path: Path, sidecar: dict[str, Any] | None) -> None:
-    if sidecar is None:
+    if not sidecar:
         return
     built_with = sidecar.get("tensorrt_version")
     if built_with and built_with != trt.__version__:
@@ -86,13 +87,12 @@ def _plugin_library(engine_path: Path, plugin_lib: Path | None, sidecar: dict[st
 class TensorRTBackend:
     """Runs a serialized TensorRT engine; `run(batch)` follows the Backend protocol."""
 
+    thread_safe = False  # one execution context must not run two batches at once
+
     def __init__(self, engine_path: Path | str, plugin_lib: Path | str | None = None, use_cuda_graph: bool = False):
-        from dat_deploy.trt.build import read_sidecar  # noqa: PLC0415
         from dat_deploy.trt.loader import import_tensorrt, load_plugin_library  # noqa: PLC0415
 
-        engine_path = Path(engine_path)
-        if not engine_path.is_file():
-            raise UserError(f"TensorRT engine {engine_path} does not exist. Build one with `dat-deploy build-trt`.")
+        engine_path = find_model_file(engine_path, ENGINE_SUFFIXES)  # an engine file, or its model folder's
         trt = import_tensorrt()
         import torch  # noqa: PLC0415
 
@@ -100,7 +100,7 @@ class TensorRTBackend:
             raise UserError("the TensorRT backend needs a visible CUDA GPU and a CUDA build of torch; none is available.")
         self._trt, self._torch = trt, torch
         self.engine_path = engine_path
-        self.sidecar = read_sidecar(engine_path)
+        self.sidecar = read_sidecar(engine_path)  # {} when build-trt's record is missing
         _check_versions(trt, engine_path, self.sidecar)
         library = _plugin_library(engine_path, Path(plugin_lib) if plugin_lib else None, self.sidecar)
         if library is not None:
@@ -113,7 +113,7 @@ class TensorRTBackend:
             hint = (
                 " It may have been built by another TensorRT version or for another GPU, or it needs the DAT plugin "
                 "library (pass plugin_lib / --plugin-lib)."
-                if self.sidecar is None
+                if not self.sidecar
                 else " Check the GPU it was built for (sidecar: "
                 f"{self.sidecar.get('gpu')}, sm {self.sidecar.get('compute_capability')}) and the plugin library."
             )

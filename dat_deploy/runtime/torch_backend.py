@@ -9,6 +9,7 @@ from dat_deploy.runtime.names import output_names_for
 
 
 class TorchBackend:
+    thread_safe = False  # PyTorch does not promise that one module may run in several threads at once
     def __init__(self, model: torch.nn.Module, device: str = "cpu", dtype: torch.dtype = torch.float32,
                  output_names: list[str] | None = None):
         self.device = torch.device(device)

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from dat_deploy.artifacts import SIDECAR_NAME, load_onnx, onnx_metadata
 from dat_deploy.atomic import check_folder_name
 from dat_deploy.errors import UserError
 from dat_deploy.trt.engine_builder import Profile
 from dat_deploy.trt.source import SourceModel, check_flavor, find_latest_export, read_source
 
 PLAN_FILE = "model.plan"
-SIDECAR_FILE = "dat_deploy.json"  # the repository's sidecar name (dat_deploy.export.repository.SIDECAR_NAME)
 FP16_ONNX_FILE = "model_fp16.onnx"
 VERSION = "1"
 
@@ -58,7 +58,7 @@ class EngineFolder:
 
     @property
     def sidecar(self) -> Path:
-        return self.root / SIDECAR_FILE
+        return self.root / SIDECAR_NAME
 
     @property
     def config(self) -> Path:
@@ -145,12 +145,12 @@ def write_fp16_graph(prepared: PreparedBuild, workdir: Path, overwrite: bool, lo
     """The fp16 graph TensorRT parses, in `workdir`; one left in the engine folder from this same source is reused."""
     import onnx  # noqa: PLC0415
 
-    from dat_deploy.export.fp16 import convert_to_fp16, precision_summary  # noqa: PLC0415
+    from dat_deploy.graph.fp16 import convert_to_fp16, precision_summary  # noqa: PLC0415
 
     previous_path = prepared.folder.fp16_onnx
     if previous_path.is_file():
-        previous = onnx.load(str(previous_path), load_external_data=False)
-        made_from = {p.key: p.value for p in previous.metadata_props}.get("fp16_source_sha256")
+        previous = load_onnx(previous_path)
+        made_from = onnx_metadata(previous).get("fp16_source_sha256")
         if made_from == prepared.source_sha256 and not overwrite:
             log(f"reusing the fp16 graph {previous_path} (converted from this same source)")
             prepared.engine_onnx = previous_path
@@ -161,7 +161,7 @@ def write_fp16_graph(prepared: PreparedBuild, workdir: Path, overwrite: bool, lo
             raise UserError(
                 f"{previous_path} already exists and was converted from another source. Pass --overwrite to replace it."
             )
-    model = onnx.load(str(prepared.source.path))
+    model = load_onnx(prepared.source.path, external_data=True)
     converted = convert_to_fp16(model)
     converted.metadata_props.add(key="fp16_source_sha256", value=prepared.source_sha256)
     onnx.checker.check_model(converted)
@@ -227,7 +227,8 @@ def _build_and_write(options: BuildOptions, prepared: PreparedBuild, trt, plugin
     from dat_deploy.export.repository import write_model_folder  # noqa: PLC0415
     from dat_deploy.hashing import sha256_file  # noqa: PLC0415
     from dat_deploy.trt.engine_builder import build_engine, device_description  # noqa: PLC0415
-    from dat_deploy.trt.triton import config_text, plugin_readme, tensorrt_model_config  # noqa: PLC0415
+    from dat_deploy.triton.config import config_text  # noqa: PLC0415
+    from dat_deploy.triton.tensorrt import plugin_readme, tensorrt_model_config  # noqa: PLC0415
 
     source = prepared.source
     profile = Profile(source.input_name, image_dims(source), options.min_batch, options.opt_batch, options.max_batch)
@@ -276,7 +277,7 @@ def _build_and_write(options: BuildOptions, prepared: PreparedBuild, trt, plugin
     )
     files = {
         f"{VERSION}/{PLAN_FILE}": built.plan,
-        SIDECAR_FILE: (json.dumps(sidecar, indent=2) + "\n").encode(),
+        SIDECAR_NAME: (json.dumps(sidecar, indent=2) + "\n").encode(),
         "config.pbtxt": config_text(config).encode(),
         "README.md": plugin_readme(folder.root.name, plugin, built.tensorrt_version).encode(),
     }
@@ -286,24 +287,3 @@ def _build_and_write(options: BuildOptions, prepared: PreparedBuild, trt, plugin
     write_model_folder(folder.root.parent, folder.root.name, files, overwrite=True)
     log(f"wrote {folder.plan} ({len(built.plan) / 2**20:.1f} MiB, built in {built.seconds:.1f} s)")
     return BuildResult(prepared, sidecar)
-
-
-def sidecar_path(plan_path: Path) -> Path | None:
-    """models/<name>/dat_deploy.json for models/<name>/<version>/model.plan, else <plan>.json."""
-    plan_path = Path(plan_path)
-    candidates = [plan_path.with_name(plan_path.name + ".json")]
-    if plan_path.parent.name.isdigit():
-        candidates.append(plan_path.parent.parent / SIDECAR_FILE)
-    candidates.append(plan_path.parent / SIDECAR_FILE)
-    return next((c for c in candidates if c.is_file()), None)
-
-
-def read_sidecar(plan_path: Path) -> dict[str, Any] | None:
-    """The JSON build-trt wrote for a plan, or None when there is none."""
-    path = sidecar_path(plan_path)
-    if path is None:
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"engine sidecar {path} is unreadable ({exc}); rebuild the engine with build-trt.") from None

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dat_deploy.artifacts import (ONNX_SUFFIXES, exported_onnx_files, find_model_file, graph_io, load_onnx,
+                                  model_name_for, onnx_metadata, read_sidecar)
 from dat_deploy.errors import UserError
+from dat_deploy.graph.dat_graph import ONNX_DOMAINS, has_dat_nodes, is_onnx_node
 
 FLAVORS = ("plugin", "native")
-DAT_DOMAIN = "dat"
 # TensorRT's ONNX parser maps GridSample-20 mode="linear" to NEAREST without a word
 # (NVIDIA/TensorRT#4646, onnx/onnx-tensorrt PR #1060): the native flavour needs opset <= 19.
 MAX_NATIVE_OPSET = 19
@@ -32,56 +34,31 @@ class SourceModel:
         return self.metadata.get("precision") == "fp16"
 
 
-def _dims(value_info) -> tuple:
-    dims = []
-    for dim in value_info.type.tensor_type.shape.dim:
-        dims.append(dim.dim_value if dim.HasField("dim_value") else (dim.dim_param or "?"))
-    return tuple(dims)
-
-
-def model_name_for(path: Path) -> str:
-    """models/<name>/<version>/model.onnx -> <name>; anything else -> the file stem."""
-    path = Path(path)
-    if path.parent.name.isdigit() and path.parent.parent.name:
-        name = path.parent.parent.name
-    else:
-        name = path.stem
-    return name[: -len("_onnx")] if name.endswith("_onnx") and len(name) > len("_onnx") else name
-
-
 def read_source(path: Path) -> SourceModel:
-    import onnx
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"ONNX file {path} does not exist. Export one with `dat-deploy export`, or check the path.")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - any parse failure means the file is not an ONNX model
-        raise UserError(f"{path} is not a readable ONNX model ({exc}). Re-export it with `dat-deploy export`.") from None
+    """The ONNX model at `path` (a file, or a model folder's highest version) as build-trt needs it."""
+    path = find_model_file(path, ONNX_SUFFIXES)
+    model = load_onnx(path)
     graph = model.graph
-    metadata = {p.key: p.value for p in model.metadata_props}
-    has_dat_nodes = any(node.domain == DAT_DOMAIN for node in graph.node)
-    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
-    initializers = {init.name for init in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in initializers]
+    opset = max((o.version for o in model.opset_import if o.domain in ONNX_DOMAINS), default=0)
+    inputs, outputs = graph_io(model)
     if not inputs:
         raise UserError(f"{path} has no graph input; it is not an image classifier export.")
     modes = tuple(
         next((a.s.decode() for a in node.attribute if a.name == "mode"), "bilinear")
         for node in graph.node
-        if node.op_type == "GridSample"
+        if is_onnx_node(node, "GridSample")
     )
+    input_name, input_shape = next(iter(inputs.items()))
     return SourceModel(
         path=path,
         name=model_name_for(path),
-        flavor="plugin" if has_dat_nodes else "native",
+        flavor="plugin" if has_dat_nodes(model) else "native",
         opset=opset,
-        metadata=metadata,
-        input_name=inputs[0].name,
-        input_shape=_dims(inputs[0]),
-        output_names=tuple(o.name for o in graph.output),
-        output_shapes=tuple(_dims(o) for o in graph.output),
+        metadata=onnx_metadata(model),
+        input_name=input_name,
+        input_shape=input_shape,
+        output_names=tuple(outputs),
+        output_shapes=tuple(outputs.values()),
         grid_sample_modes=modes,
     )
 
@@ -115,24 +92,11 @@ def check_flavor(source: SourceModel, flavor: str) -> None:
         raise UserError(f"{source.path}: input {source.input_name!r} has shape {source.input_shape}, expected NCHW.")
 
 
-def _candidates(models_dir: Path) -> list[Path]:
-    found = []
-    for path in models_dir.glob("*/*/model.onnx"):
-        folder = path.parent.parent.name
-        if path.parent.name.isdigit() and "_trt_" not in folder and not folder.startswith("."):
-            found.append(path)
-    found += [p for p in models_dir.glob("*.onnx")]
-    return found
-
-
 def _flavor_from_sidecar(path: Path) -> str | None:
     """The flavour `dat-deploy export` recorded next to the model, without loading the graph."""
-    import json
-
-    sidecar = path.parent.parent / "dat_deploy.json"
     try:
-        recorded = json.loads(sidecar.read_text(encoding="utf-8")).get("metadata", {}).get("flavor")
-    except (OSError, ValueError, AttributeError):
+        recorded = read_sidecar(path).get("metadata", {}).get("flavor")
+    except (UserError, AttributeError):  # an unreadable sidecar: the graph itself tells
         return None
     return {"plugin": "plugin", "standard": "native"}.get(recorded)
 
@@ -146,7 +110,7 @@ def find_latest_export(models_dir: Path, flavor: str) -> SourceModel:
     models_dir = Path(models_dir)
     if not models_dir.is_dir():
         raise UserError(f"model folder {models_dir} does not exist. Export a model first (`dat-deploy export`).")
-    candidates = sorted(_candidates(models_dir), key=lambda p: p.stat().st_mtime, reverse=True)
+    candidates = exported_onnx_files(models_dir)
     if not candidates:
         raise UserError(
             f"no exported model in {models_dir} (looked for {models_dir}/<name>/<version>/model.onnx). "

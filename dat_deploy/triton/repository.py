@@ -18,28 +18,29 @@ The result carries the `docker run ... tritonserver --model-repository=...` comm
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from dat_deploy.artifacts import ENGINE_SUFFIXES, ONNX_SUFFIXES, find_model_file, find_sidecar, load_onnx, read_sidecar
 from dat_deploy.atomic import check_creatable_dir, check_not_exists, ensure_writable_dir
 from dat_deploy.errors import UserError
 from dat_deploy.export.repository import write_model_folder
+from dat_deploy.graph.dat_graph import has_dat_nodes
 from dat_deploy.hashing import sha256_file
+from dat_deploy.triton.config import CONFIG_NAME, PLATFORM_BACKENDS, config_text, load_config, parse_config_text, uses_gpu
 
 CONTAINER_REPOSITORY = "/models"
 DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
 ORT_OPS_LIBRARY = "libdat_ort_ops.so"
 TRT_PLUGIN_LIBRARY = "libdat_trt_plugins.so"
-SIDECAR_NAME = "dat_deploy.json"  # written by export and build-trt next to config.pbtxt
 
 _ORT = "onnxruntime"
 _TRT = "tensorrt"
-_PLATFORMS = {"onnxruntime_onnx": _ORT, "tensorrt_plan": _TRT}
 _DEFAULT_FILES = {_ORT: "model.onnx", _TRT: "model.plan"}
+_SUFFIXES = {_ORT: ONNX_SUFFIXES, _TRT: ENGINE_SUFFIXES}
 
 
 @dataclass
@@ -62,41 +63,8 @@ class GatherResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _protobuf():
-    try:
-        from google.protobuf import text_format
-        from tritonclient.grpc import model_config_pb2
-    except ImportError:
-        raise UserError(
-            "checking Triton configs needs tritonclient: `pip install tritonclient[grpc]` (or dat-deploy[triton])."
-        ) from None
-    return model_config_pb2, text_format
-
-
-def load_config(config_path: Path):
-    """Parse a config.pbtxt with Triton's ModelConfig schema (unknown fields and typos are errors)."""
-    if not config_path.is_file():
-        raise UserError(f"{config_path} does not exist: a Triton model folder needs a config.pbtxt.")
-    return parse_config_text(config_path.read_text(encoding="utf-8"), str(config_path))
-
-
-def parse_config_text(text: str, where: str):
-    model_config_pb2, text_format = _protobuf()
-    config = model_config_pb2.ModelConfig()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as exc:
-        raise UserError(f"{where} is not a valid Triton ModelConfig: {exc}") from None
-    return config
-
-
-def config_text(config) -> str:
-    _, text_format = _protobuf()
-    return text_format.MessageToString(config)
-
-
 def model_kind(config, config_path: Path) -> str:
-    kind = _PLATFORMS.get(config.platform) or (config.backend if config.backend in (_ORT, _TRT) else None)
+    kind = PLATFORM_BACKENDS.get(config.platform) or (config.backend if config.backend in (_ORT, _TRT) else None)
     if kind is None:
         raise UserError(
             f"{config_path}: platform {config.platform!r} / backend {config.backend!r} is not one dat-deploy "
@@ -106,18 +74,13 @@ def model_kind(config, config_path: Path) -> str:
 
 
 def model_file(folder: Path, config, kind: str) -> Path:
-    """The newest numeric version's model file."""
-    filename = config.default_model_filename or _DEFAULT_FILES[kind]
-    versions = sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
-    for version in reversed(versions):
-        if (version / filename).is_file():
-            return version / filename
-    raise UserError(f"{folder} has no <version>/{filename} (Triton looks for numeric version folders).")
+    """The newest numeric version's model file (the config's default_model_filename, else Triton's default)."""
+    return find_model_file(folder, _SUFFIXES[kind], filename=config.default_model_filename or _DEFAULT_FILES[kind])
 
 
 def check_config(folder: Path) -> tuple[Any, str, Path]:
     """Parse and check one model folder; returns (config, kind, model file)."""
-    config_path = folder / "config.pbtxt"
+    config_path = folder / CONFIG_NAME
     config = load_config(config_path)
     problems = []
     if config.name and config.name != folder.name:
@@ -140,9 +103,7 @@ def check_config(folder: Path) -> tuple[Any, str, Path]:
 
 def _check_against_onnx(config, onnx_path: Path) -> list[str]:
     """Input/output names and the per-sample dims must be those of the ONNX graph."""
-    import onnx
-
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    graph = load_onnx(onnx_path).graph
     problems = []
     batched = config.max_batch_size > 0
     declared = {t.name: list(t.dims) for t in list(config.input) + list(config.output)}
@@ -163,15 +124,12 @@ def _check_against_onnx(config, onnx_path: Path) -> list[str]:
 
 
 def onnx_needs_plugin(onnx_path: Path) -> bool:
-    import onnx
-
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    return any(node.domain == "dat" for node in graph.node)
+    return has_dat_nodes(load_onnx(onnx_path))
 
 
 def resolve_sources(sources: Sequence[str | os.PathLike], models_root: Path) -> list[Path]:
     """Model folders: paths as given, or names under models_root; none given -> every model there."""
-    available = sorted(p for p in models_root.iterdir() if (p / "config.pbtxt").is_file()) if models_root.is_dir() else []
+    available = sorted(p for p in models_root.iterdir() if (p / CONFIG_NAME).is_file()) if models_root.is_dir() else []
     if not sources:
         if not available:
             raise UserError(f"no model folders (with a config.pbtxt) in {models_root}. Run `dat-deploy export` first.")
@@ -207,26 +165,17 @@ def default_plugin_library(kind: str) -> Path | None:
     return Path(found) if found else None
 
 
-def _sidecar(folder: Path) -> dict:
-    try:
-        data = json.loads((folder / SIDECAR_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _recorded_sha(folder: Path) -> str | None:
-    entry = _sidecar(folder).get("plugin_library")
+def _recorded_sha(sidecar: dict) -> str | None:
+    entry = sidecar.get("plugin_library")
     return entry.get("sha256") if isinstance(entry, dict) else None
 
 
-def engine_plugin(folder: Path) -> tuple[bool, Path | None]:
+def engine_plugin(sidecar: dict) -> tuple[bool, Path | None]:
     """Does the engine need our TensorRT plugins (build-trt's sidecar says), and which library was used?
 
     Without a sidecar we assume it does: preloading an unused plugin library is harmless,
     a missing one makes the plan fail to deserialise.
     """
-    sidecar = _sidecar(folder)
     if "plugin_library" not in sidecar:
         return True, None
     entry = sidecar["plugin_library"]
@@ -258,10 +207,11 @@ def gather(
     notes = []
     for folder, config, kind, path in checked:
         recorded = None
+        sidecar = read_sidecar(path) if kind == _TRT else {}  # build-trt's record of the engine
         if kind == _ORT:
             needs_plugin = onnx_needs_plugin(path)
         else:
-            needs_plugin, recorded = engine_plugin(folder)
+            needs_plugin, recorded = engine_plugin(sidecar)
         library = None
         if needs_plugin:
             library = Path(libraries[kind]) if libraries[kind] else (recorded or default_plugin_library(kind))
@@ -272,10 +222,10 @@ def gather(
                     f"{folder.name} is a plugin-flavour ONNX (dat custom ops) and the onnxruntime custom-op library "
                     "was not found. Build it with `dat-deploy build-plugins` or pass --ort-ops-lib PATH."
                 )
-            recorded_sha = _recorded_sha(folder) if kind == _TRT else None
+            recorded_sha = _recorded_sha(sidecar) if kind == _TRT else None
             if library is not None and recorded_sha and sha256_file(library) != recorded_sha:
                 notes.append(f"{folder.name}: {library} is not the plugin build the engine was made with "
-                             f"(sha256 in {folder / SIDECAR_NAME}); a plan needs that same library.")
+                             f"(sha256 in {find_sidecar(path)}); a plan needs that same library.")
         gathered.append(_copy_model(folder, config, kind, needs_plugin, library, output, overwrite))
 
     image_needs_gpu = any(m.gpu for m in gathered)
@@ -319,9 +269,9 @@ def _copy_model(folder: Path, config, kind: str, needs_plugin: bool, library: Pa
     config.name = name
     text = config_text(config)
     parse_config_text(text, f"the config written for {name}")  # what Triton will read must parse
-    files["config.pbtxt"] = text.encode("utf-8")
+    files[CONFIG_NAME] = text.encode("utf-8")
     write_model_folder(output, name, files, overwrite=overwrite)  # staged, then renamed into place
-    gpu = kind == _TRT or any(group.kind == group.KIND_GPU for group in config.instance_group)
+    gpu = kind == _TRT or uses_gpu(config)
     return GatheredModel(name, kind, target, needs_plugin, container_library, gpu, fusions)
 
 
@@ -331,7 +281,7 @@ def _fuse_for_onnxruntime_cpu(files: dict[str, bytes]) -> dict[str, int] | None:
     The exported folder stays as it is. Returns the counts (summed over versions), or None if nothing matched."""
     import onnx
 
-    from dat_deploy.runtime.ort_cpu_fusions import fused_session_model
+    from dat_deploy.graph.cpu_fusions import fused_session_model
 
     total: dict[str, int] = {}
     for relative, data in files.items():

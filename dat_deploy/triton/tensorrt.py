@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dat_deploy import triton_config
+from dat_deploy.triton.config import add_instance_group, model_config, tensor_config
 
 
 def tensorrt_model_config(
@@ -21,26 +21,16 @@ def tensorrt_model_config(
     refuses dynamic batching unless the engine's profile covers max_batch_size, which build-trt
     guarantees by using the profile's max batch here.
     """
-    config = triton_config.model_config(
+    config = model_config(
         name,
         "tensorrt_plan",
-        [triton_config.tensor_config(input_name, list(input_dims))],
-        [triton_config.tensor_config(out, list(dims)) for out, dims in outputs.items()],
+        [tensor_config(input_name, list(input_dims))],
+        [tensor_config(out, list(dims)) for out, dims in outputs.items()],
         max_batch_size=max_batch,
         preferred_batch_sizes=sorted({b for b in preferred_batches if 1 < b <= max_batch}),
     )
-    from tritonclient.grpc import model_config_pb2  # noqa: PLC0415 - triton_config has checked it is there
-
-    config.instance_group.add(count=1, kind=model_config_pb2.ModelInstanceGroup.KIND_GPU)
+    add_instance_group(config, gpu=True)
     return config
-
-
-def config_text(config) -> str:
-    return triton_config.to_text(config)
-
-
-def read_config(path: Path):
-    return triton_config.parse_config(path)
 
 
 def plugin_readme(model_name: str, plugin_library: Path | None, tensorrt_version: str) -> str:

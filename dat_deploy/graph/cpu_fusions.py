@@ -33,69 +33,16 @@ from pathlib import Path
 
 import numpy as np
 
-from dat_deploy.runtime.onnxruntime_backend import PLUGIN_DOMAIN
+from dat_deploy.graph.dat_graph import DAT_DOMAIN, GraphIndex, ensure_dat_opset, is_dat_node, is_onnx_node
 
 _SQRT2 = math.sqrt(2.0)
 
 
-class _Graph:
-    """Producer / consumer / constant lookups over one graph's nodes."""
-
-    def __init__(self, graph):
-        from onnx import numpy_helper
-
-        self.graph = graph
-        self.producer = {out: node for node in graph.node for out in node.output}
-        self.consumers: dict[str, list] = {}
-        for node in graph.node:
-            for name in node.input:
-                self.consumers.setdefault(name, []).append(node)
-        self.outputs = {o.name for o in graph.output}
-        self.inputs = {i.name for i in graph.input}
-        self.initializers = {i.name: i for i in graph.initializer}
-        self.tensor_types = {v.name: v.type.tensor_type for v in (*graph.value_info, *graph.input, *graph.output)}
-        self._to_array = numpy_helper.to_array
-
-    def constant(self, name: str) -> np.ndarray | None:
-        if name in self.initializers:
-            return self._to_array(self.initializers[name])
-        node = self.producer.get(name)
-        if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            return self._to_array(node.attribute[0].t)
-        return None
-
-    def shape_and_type(self, name: str) -> tuple[tuple, int] | None:
-        """(dims as values or symbols, element type) from value_info, or None unless every dim is known."""
-        tensor = self.tensor_types.get(name)
-        if tensor is None or not tensor.HasField("shape"):
-            return None
-        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim)
-        return None if None in dims else (dims, tensor.elem_type)
-
-    def is_scalar(self, name: str, value: float, dtype=None) -> bool:
-        array = self.constant(name)
-        return (array is not None and array.size == 1 and (dtype is None or array.dtype == dtype)
-                and math.isclose(float(array.ravel()[0]), value, rel_tol=1e-6))
-
-    def only_consumer(self, name: str, op_type: str):
-        """The single node reading `name`, if it is an `op_type` and `name` is not a graph output."""
-        readers = self.consumers.get(name, [])
-        if len(readers) != 1 or name in self.outputs or readers[0].op_type != op_type or readers[0].domain:
-            return None
-        return readers[0]
-
-    def other_input(self, node, name: str) -> str | None:
-        """The input of a two-input node that is not `name`."""
-        if len(node.input) != 2 or name not in node.input:
-            return None
-        return node.input[1] if node.input[0] == name else node.input[0]
-
-
-def _match_bias_gelu(g: _Graph, erf):
+def _match_bias_gelu(g: GraphIndex, erf):
     """The nodes of Add(x, bias) -> GELU around `erf`, and (x, bias, output), or None."""
-    div = g.producer.get(erf.input[0])
+    div = g.producer(erf.input[0])
     # An fp32 constant makes Div's other input fp32 too (ONNX Div takes one type): our kernels are fp32 only.
-    if div is None or div.op_type != "Div" or div.domain or not g.is_scalar(div.input[1], _SQRT2, np.float32):
+    if div is None or not is_onnx_node(div, "Div") or not g.is_scalar(div.input[1], _SQRT2, np.float32):
         return None
     pre = div.input[0]  # x + bias
     add_one = g.only_consumer(erf.output[0], "Add")
@@ -107,12 +54,12 @@ def _match_bias_gelu(g: _Graph, erf):
     half = g.only_consumer(times_pre.output[0], "Mul")
     if half is None or not g.is_scalar(g.other_input(half, times_pre.output[0]) or "", 0.5):
         return None
-    if pre in g.outputs or {id(n) for n in g.consumers.get(pre, [])} != {id(div), id(times_pre)}:
+    if pre in g.outputs or {id(n) for n in g.readers(pre)} != {id(div), id(times_pre)}:
         return None
-    if div.output[0] in g.outputs or len(g.consumers.get(div.output[0], [])) != 1:
+    if div.output[0] in g.outputs or len(g.readers(div.output[0])) != 1:
         return None
-    add_bias = g.producer.get(pre)
-    if add_bias is None or add_bias.op_type != "Add" or add_bias.domain:
+    add_bias = g.producer(pre)
+    if add_bias is None or not is_onnx_node(add_bias, "Add"):
         return None
     for x, bias in (add_bias.input, reversed(add_bias.input)):
         array = g.constant(bias)
@@ -128,11 +75,11 @@ def fuse_bias_gelu(model) -> int:
     """
     from onnx import helper
 
-    g = _Graph(model.graph)
+    g = GraphIndex(model.graph)
     replaced: dict[int, object] = {}  # id(last node of a match) -> the new node
     removed: set[int] = set()
     for node in list(model.graph.node):
-        if node.op_type != "Erf" or node.domain:
+        if not is_onnx_node(node, "Erf"):
             continue
         match = _match_bias_gelu(g, node)
         if match is None:
@@ -140,21 +87,14 @@ def fuse_bias_gelu(model) -> int:
         nodes, x, bias, output = match
         removed.update(id(n) for n in nodes)
         replaced[id(nodes[-1])] = helper.make_node(
-            "DATBiasGelu", [x, bias], [output], name=f"{nodes[-1].name or output}_DATBiasGelu", domain=PLUGIN_DOMAIN)
+            "DATBiasGelu", [x, bias], [output], name=f"{nodes[-1].name or output}_DATBiasGelu", domain=DAT_DOMAIN)
     if not replaced:
         return 0
     # The new node takes the place of the pattern's last node, after its inputs' producers.
     _replace_nodes(model.graph, removed, replaced)
-    _ensure_domain(model)
+    ensure_dat_opset(model)
     _drop_unused_initializers(model.graph)
     return len(replaced)
-
-
-def _ensure_domain(model) -> None:
-    from onnx import helper
-
-    if not any(op.domain == PLUGIN_DOMAIN for op in model.opset_import):
-        model.opset_import.append(helper.make_opsetid(PLUGIN_DOMAIN, 1))
 
 
 def _replace_nodes(graph, removed: set[int], replacements: dict[int, object]) -> None:
@@ -173,7 +113,7 @@ def _drop_unused_initializers(graph) -> None:
         graph.initializer.extend(kept)
 
 
-def _match_add_layer_norm(g: _Graph, norm):
+def _match_add_layer_norm(g: GraphIndex, norm):
     """(Add node, DATAddLayerNorm node) for Add -> LayerNormalization(axis -1) at `norm`, or None."""
     from onnx import TensorProto, helper
 
@@ -182,8 +122,8 @@ def _match_add_layer_norm(g: _Graph, norm):
         return None
     if any(name and (name in g.outputs or g.consumers.get(name)) for name in norm.output[1:]):
         return None  # Mean / InvStdDev are used: not ours to drop
-    add = g.producer.get(norm.input[0])
-    if add is None or add.op_type != "Add" or add.domain or len(add.input) != 2:
+    add = g.producer(norm.input[0])
+    if add is None or not is_onnx_node(add, "Add") or len(add.input) != 2:
         return None
     shapes = [g.shape_and_type(name) for name in (*add.input, add.output[0])]
     if any(s is None or s[1] != TensorProto.FLOAT for s in shapes) or len({s[0] for s in shapes}) != 1:
@@ -196,7 +136,7 @@ def _match_add_layer_norm(g: _Graph, norm):
         return None
     fused = helper.make_node(
         "DATAddLayerNorm", [*add.input, *norm.input[1:]], [add.output[0], norm.output[0]],
-        name=f"{norm.name or norm.output[0]}_DATAddLayerNorm", domain=PLUGIN_DOMAIN,
+        name=f"{norm.name or norm.output[0]}_DATAddLayerNorm", domain=DAT_DOMAIN,
         epsilon=float(attributes.get("epsilon", 1e-5)))
     return add, fused
 
@@ -206,11 +146,11 @@ def fuse_add_layer_norm(model) -> int:
 
     Needs value_info shapes (the exporter writes them): both Add inputs fp32 and of one shape. Returns the count.
     """
-    g = _Graph(model.graph)
+    g = GraphIndex(model.graph)
     at_add: dict[int, object] = {}  # id(Add) -> the new node, which takes the Add's place in the order
     removed: set[int] = set()
     for node in list(model.graph.node):
-        if node.op_type != "LayerNormalization" or node.domain:
+        if not is_onnx_node(node, "LayerNormalization"):
             continue
         match = _match_add_layer_norm(g, node)
         if match is not None and id(match[0]) not in at_add:  # an Add feeding two LayerNorms fuses with one
@@ -218,7 +158,7 @@ def fuse_add_layer_norm(model) -> int:
             at_add[id(add)] = fused
             removed.add(id(node))
     _replace_nodes(model.graph, removed, at_add)
-    _ensure_domain(model)
+    ensure_dat_opset(model)
     return len(at_add)
 
 
@@ -227,7 +167,7 @@ GEMM_MAX_SHORT_SIDE = 384  # min(N, K): DAT-T's (768, 768) at 392 rows lost (0.8
 GEMM_MIN_SIDE = 32  # N and K: the kernel's column panels are 16 or 32 wide
 
 
-def _gemm_replacement(g: _Graph, node):
+def _gemm_replacement(g: GraphIndex, node):
     """The DATGemm node (and a zero bias initializer, if one is needed) for an ONNX Gemm, or None."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -254,7 +194,7 @@ def _gemm_replacement(g: _Graph, node):
         if bias is None or bias.data_type != TensorProto.FLOAT or list(bias.dims) != [n]:
             return None  # a broadcast or computed bias: Gemm's business
     fused = helper.make_node("DATGemm", [node.input[0], node.input[1], bias_name], list(node.output),
-                             name=f"{node.name or node.output[0]}_DATGemm", domain=PLUGIN_DOMAIN)
+                             name=f"{node.name or node.output[0]}_DATGemm", domain=DAT_DOMAIN)
     return fused, zero
 
 
@@ -279,10 +219,10 @@ def fuse_small_gemms(model) -> int:
     GEMM_MIN_SIDE <= min(N, K) <= GEMM_MAX_SHORT_SIDE and N * K <= GEMM_MAX_WEIGHTS, alpha = beta = 1, and a
     1-D initializer bias of N or none (a zero bias is added). Returns the count.
     """
-    g = _Graph(model.graph)
+    g = GraphIndex(model.graph)
     count = 0
     for index, node in enumerate(model.graph.node):
-        if node.op_type != "Gemm" or node.domain:
+        if not is_onnx_node(node, "Gemm"):
             continue
         replacement = _gemm_replacement(g, node)
         if replacement is None:
@@ -294,11 +234,11 @@ def fuse_small_gemms(model) -> int:
             g.initializers[zero.name] = zero
         count += 1
     if count:
-        _ensure_domain(model)
+        ensure_dat_opset(model)
     return count
 
 
-def _gemm_gelu(g: _Graph, gemm):
+def _gemm_gelu(g: GraphIndex, gemm):
     """(DATBiasGelu, the Reshape between them or None) when `gemm`'s output goes, alone, to a DATBiasGelu whose
     bias can become the DATGemm's: directly or through one Reshape that keeps the last axis (how the exporter
     flattens nn.Linear's leading axes around its Gemm)."""
@@ -315,12 +255,12 @@ def _gemm_gelu(g: _Graph, gemm):
         if reshape.input[0] != value or shape is None or shape[0][-1] != n:
             return None
         value = reshape.output[0]
-    readers = g.consumers.get(value, [])
+    readers = g.readers(value)
     if len(readers) != 1 or value in g.outputs:
         return None
     gelu = readers[0]
     bias = g.initializers.get(gelu.input[1]) if len(gelu.input) > 1 else None
-    if (gelu.op_type != "DATBiasGelu" or gelu.domain != PLUGIN_DOMAIN or gelu.input[0] != value or bias is None
+    if (not is_dat_node(gelu, "DATBiasGelu") or gelu.input[0] != value or bias is None
             or bias.data_type != TensorProto.FLOAT or list(bias.dims) != [n]):
         return None
     return gelu, reshape
@@ -335,10 +275,10 @@ def fuse_gemm_gelu(model) -> int:
     """
     from onnx import helper
 
-    g = _Graph(model.graph)
+    g = GraphIndex(model.graph)
     removed: set[int] = set()
     for node in model.graph.node:
-        if node.op_type != "DATGemm" or node.domain != PLUGIN_DOMAIN or any(a.name == "gelu" for a in node.attribute):
+        if not is_dat_node(node, "DATGemm") or any(a.name == "gelu" for a in node.attribute):
             continue
         match = _gemm_gelu(g, node)
         if match is None:

@@ -30,12 +30,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from dat_deploy.errors import UserError
+from dat_deploy.graph.dat_graph import GraphIndex, is_dat_node, is_onnx_node
 
 FLOAT = TensorProto.FLOAT
 FLOAT16 = TensorProto.FLOAT16
 FP16_MAX = float(np.finfo(np.float16).max)
 
-DAT_DOMAIN = "dat"
 # Input slots of the `dat` custom ops that carry sampling coordinates (always fp32).
 DAT_POSITION_INPUTS = {"DATDeformSample": (1,), "DATRelPosBias": (1,), "DATDeformAttention": (4,)}
 
@@ -116,7 +116,7 @@ def infer_types(model: onnx.ModelProto) -> dict[str, int]:
         known = _collect_types(inferred)
         added = False
         for node in inferred.graph.node:
-            if node.domain != DAT_DOMAIN or not node.input:
+            if not is_dat_node(node) or not node.input:
                 continue
             source = known.get(node.input[0])
             for name in node.output:
@@ -131,14 +131,11 @@ def infer_types(model: onnx.ModelProto) -> dict[str, int]:
 
 def _collect_types(model: onnx.ModelProto) -> dict[str, int]:
     graph = model.graph
-    types: dict[str, int] = {}
-    for info in list(graph.input) + list(graph.value_info) + list(graph.output):
-        if info.type.HasField("tensor_type") and info.type.tensor_type.elem_type:
-            types[info.name] = info.type.tensor_type.elem_type
-    for init in graph.initializer:
-        types[init.name] = init.data_type
+    index = GraphIndex(graph)
+    types = {name: tensor.elem_type for name, tensor in index.value_info.items() if tensor.elem_type}
+    types.update((name, init.data_type) for name, init in index.initializers.items())
     for node in graph.node:
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+        if is_onnx_node(node, "Constant"):
             for attr in node.attribute:
                 if attr.name == "value":
                     types[node.output[0]] = attr.t.data_type
@@ -152,33 +149,13 @@ def _collect_types(model: onnx.ModelProto) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _producers(graph: onnx.GraphProto) -> dict[str, int]:
-    return {name: index for index, node in enumerate(graph.node) for name in node.output if name}
-
-
-def _consumers(graph: onnx.GraphProto) -> dict[str, list[tuple[int, int]]]:
-    result: dict[str, list[tuple[int, int]]] = collections.defaultdict(list)
-    for index, node in enumerate(graph.node):
-        for slot, name in enumerate(node.input):
-            if name:
-                result[name].append((index, slot))
-    return result
-
-
-def _is_constant(name: str, graph: onnx.GraphProto, producers: dict[str, int], initializers: set[str]) -> bool:
-    if name in initializers:
-        return True
-    index = producers.get(name)
-    return index is not None and graph.node[index].op_type == "Constant"
-
-
 def coordinate_sources(graph: onnx.GraphProto) -> list[str]:
     """Tensor names that carry sampling coordinates: GridSample grids and `dat` ops' `pos` inputs."""
     names = []
     for node in graph.node:
-        if node.op_type == "GridSample" and node.domain in ("", "ai.onnx") and len(node.input) > 1:
+        if is_onnx_node(node, "GridSample") and len(node.input) > 1:
             names.append(node.input[1])
-        elif node.domain == DAT_DOMAIN and node.op_type in DAT_POSITION_INPUTS:
+        elif is_dat_node(node) and node.op_type in DAT_POSITION_INPUTS:
             names.extend(node.input[slot] for slot in DAT_POSITION_INPUTS[node.op_type] if slot < len(node.input))
     return names
 
@@ -189,7 +166,7 @@ def coordinate_nodes(graph: onnx.GraphProto, types: dict[str, int]) -> set[int]:
     Walk backwards from each coordinate tensor through float tensors, stopping at a barrier op
     (a conv, matmul, norm, ...) whose output is the raw offset.
     """
-    producers = _producers(graph)
+    producers = GraphIndex(graph).producers
     island: set[int] = set()
     stack = list(coordinate_sources(graph))
     seen: set[str] = set()
@@ -202,7 +179,7 @@ def coordinate_nodes(graph: onnx.GraphProto, types: dict[str, int]) -> set[int]:
         if index is None:
             continue  # graph input or initializer
         node = graph.node[index]
-        if node.op_type in _COORDINATE_WALK_BARRIERS or node.domain == DAT_DOMAIN:
+        if node.op_type in _COORDINATE_WALK_BARRIERS or is_dat_node(node):
             continue
         island.add(index)
         for upstream in node.input:
@@ -217,14 +194,13 @@ def head_nodes(graph: onnx.GraphProto) -> set[int]:
     Follows a single chain of nodes with one non-constant input; gives up (empty) at a branch such
     as a residual Add, so feature-map outputs simply get a Cast at the end.
     """
-    producers = _producers(graph)
-    initializers = {init.name for init in graph.initializer}
+    lookup = GraphIndex(graph)
     island: set[int] = set()
     for output in graph.output:
         chain: list[int] = []
         name = output.name
         for _ in range(_HEAD_WALK_LIMIT):
-            index = producers.get(name)
+            index = lookup.producers.get(name)
             if index is None:
                 chain = []
                 break
@@ -233,7 +209,7 @@ def head_nodes(graph: onnx.GraphProto) -> set[int]:
             if node.op_type in _HEAD_OPS:
                 break
             dynamic_inputs = [
-                i for i in node.input if i and not _is_constant(i, graph, producers, initializers) and i in producers
+                i for i in node.input if i and not lookup.is_constant(i) and i in lookup.producers
             ]
             if len(dynamic_inputs) != 1:
                 chain = []
@@ -311,7 +287,7 @@ def fp32_island_nodes(
     island = {
         i
         for i, node in enumerate(graph.node)
-        if (node.op_type in op_types and node.domain in ("", "ai.onnx")) or node.name in names
+        if (node.op_type in op_types and is_onnx_node(node)) or node.name in names
     }
     if keep_coordinates_fp32:
         island |= coordinate_nodes(graph, types)
@@ -333,9 +309,9 @@ def _movements_between_fp32(graph: onnx.GraphProto, types: dict[str, int], islan
     Otherwise e.g. a feature-map output LayerNorm -> Transpose -> output would round-trip
     fp32 -> fp16 -> fp32 around the Transpose, losing precision for nothing.
     """
-    producers = _producers(graph)
-    consumers = _consumers(graph)
-    outputs = {o.name for o in graph.output}
+    lookup = GraphIndex(graph)
+    producers, consumers = lookup.producers, lookup.consumers
+    outputs = lookup.outputs
     fp32_sources = {i.name for i in graph.input}
     added: set[int] = set()
     changed = True
@@ -374,7 +350,7 @@ def _constant_feeders(graph: onnx.GraphProto, types: dict[str, int], island: set
         if node.op_type == "Constant" or (float_inputs and all(n in constants for n in float_inputs)):
             derived.add(index)
             constants.update(n for n in node.output if n)
-    consumers = _consumers(graph)
+    consumers = GraphIndex(graph).consumers
     outputs = {o.name for o in graph.output}
     added: set[int] = set()
     changed = True
@@ -434,13 +410,13 @@ def convert_to_fp16(
             return None
         if not fp16_node[index] or slot in _FP32_ONLY_INPUTS.get(node.op_type, ()):
             return FLOAT
-        if node.domain == DAT_DOMAIN and slot in DAT_POSITION_INPUTS.get(node.op_type, ()):
+        if is_dat_node(node) and slot in DAT_POSITION_INPUTS.get(node.op_type, ()):
             return FLOAT
         return FLOAT16
 
     graph_outputs = {o.name for o in graph.output}
     wanted: dict[str, set[int]] = collections.defaultdict(set)
-    for name, uses in _consumers(graph).items():
+    for name, uses in GraphIndex(graph).consumers.items():
         for index, slot in uses:
             req = required_type(index, slot)
             if req is not None:
@@ -543,13 +519,13 @@ def back_and_forth_casts(model: onnx.ModelProto, types: dict[str, int] | None = 
     """Cast nodes that undo another Cast (x -> Cast -> Cast -> x's type), or cast to the type x already has."""
     graph = model.graph
     types = infer_types(model) if types is None else types
-    producers = {name: node for node in graph.node for name in node.output}
+    index = GraphIndex(graph)
     found = []
     for node in graph.node:
         if node.op_type != "Cast":
             continue
         source, target = node.input[0], _cast_target(node)
-        inner = producers.get(source)
+        inner = index.producer(source)
         if types.get(source) == target:
             found.append(node.name or node.output[0])
         elif inner is not None and inner.op_type == "Cast" and types.get(inner.input[0]) == target:
@@ -563,13 +539,13 @@ def _remove_noop_and_paired_casts(model: onnx.ModelProto) -> None:
     outputs = {o.name for o in graph.output}
     for _ in range(4):
         types = infer_types(model)
-        producers = {name: node for node in graph.node for name in node.output}
+        index = GraphIndex(graph)
         replace: dict[str, str] = {}
         for node in graph.node:
             if node.op_type != "Cast" or node.output[0] in outputs:
                 continue
             source, target = node.input[0], _cast_target(node)
-            inner = producers.get(source)
+            inner = index.producer(source)
             if types.get(source) == target:
                 replace[node.output[0]] = source
             elif inner is not None and inner.op_type == "Cast" and types.get(inner.input[0]) == target:
@@ -644,14 +620,14 @@ def precision_summary(model: onnx.ModelProto) -> PrecisionSummary:
             continue  # Shape/Size read only a shape
         # The data path decides: a dat op with fp16 x and fp32 pos is an fp16 node.
         float_types = [types.get(n) for n in list(node.input[:1]) + list(node.output) if n]
-        if node.domain != DAT_DOMAIN:
+        if not is_dat_node(node):
             float_types = [types.get(n) for n in list(node.input) + list(node.output) if n]
-        label = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+        label = node.op_type if is_onnx_node(node) else f"{node.domain}.{node.op_type}"
         if FLOAT16 in float_types:
             fp16[label] += 1
         elif FLOAT in float_types:
             fp32[label] += 1
-        if node.domain == DAT_DOMAIN and node.op_type in DAT_POSITION_INPUTS:
+        if is_dat_node(node) and node.op_type in DAT_POSITION_INPUTS:
             for slot in DAT_POSITION_INPUTS[node.op_type]:
                 summary.dat_position_inputs[node.name or node.output[0]] = type_name(types.get(node.input[slot]))
         if node.op_type == "GridSample":
@@ -669,19 +645,15 @@ def precision_summary(model: onnx.ModelProto) -> PrecisionSummary:
 
 
 def convert_file(source: Path, destination: Path, overwrite: bool = False, **options) -> PrecisionSummary:
-    """Read an fp32 ONNX file, write its fp16 version atomically, return the new graph's summary."""
+    """Read an fp32 ONNX file (or a model folder's), write its fp16 version atomically, return the new graph's summary."""
+    from dat_deploy.artifacts import ONNX_SUFFIXES, find_model_file, load_onnx
     from dat_deploy.atomic import atomic_path, check_not_exists
 
-    source, destination = Path(source), Path(destination)
-    if not source.is_file():
-        raise UserError(f"ONNX file {source} does not exist. Pass the path of an fp32 export (dat-deploy export).")
+    source, destination = find_model_file(source, ONNX_SUFFIXES), Path(destination)
     if source.resolve() == destination.resolve():
         raise UserError(f"the fp16 output {destination} is the source file itself; choose another -o.")
     check_not_exists(destination, overwrite)
-    try:
-        model = onnx.load(str(source))
-    except Exception as exc:
-        raise UserError(f"{source} is not a readable ONNX model ({exc}).") from exc
+    model = load_onnx(source, external_data=True)  # the fp16 copy holds the weights
     converted = convert_to_fp16(model, **options)
     onnx.checker.check_model(converted)
     with atomic_path(destination, overwrite) as tmp:
