@@ -65,6 +65,7 @@ def validate_command(
     report: Optional[Path] = typer.Option(None, "--report", help="JSON report path (default reports/validate-<name>.json)."),
 ) -> None:
     """Check artifacts against PyTorch fp32: per-output error statistics, PASSED/FAILED, exit code 1 on failure."""
+    from dat_deploy.artifacts import model_name_for
     from dat_deploy.parity.report import render
     from dat_deploy.parity.validate import validate_artifact
 
@@ -85,7 +86,7 @@ def validate_command(
         if "random_init_seed" in result.context["metadata"]:
             announce_weights(None, int(result.context["metadata"]["random_init_seed"]))
         render(result)
-        path = report or Path("reports") / f"validate-{Path(result.context['artifact']).parent.parent.name}.json"
+        path = report or Path("reports") / f"validate-{model_name_for(result.context['artifact'])}.json"
         result.write_json(path)
         console.print(f"report: {path}")
         failed |= not result.passed

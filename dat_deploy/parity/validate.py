@@ -20,7 +20,7 @@ from dat_deploy.runtime import load_backend
 from dat_deploy.runtime.torch_backend import TorchBackend
 
 
-def resolve_artifact(path: str | Path | None, models_dir: Path = Path("models")) -> Artifact:
+def artifact_to_validate(path: str | Path | None, models_dir: Path = Path("models")) -> Artifact:
     """The artifact to validate: a file, a model folder, or nothing (the latest export under models_dir)."""
     if path is None:
         exports = exported_onnx_files(models_dir)
@@ -66,7 +66,7 @@ def validate_artifact(
     bisect: bool = False,
     on_step=None,
 ) -> ParityReport:
-    found = resolve_artifact(artifact)
+    found = artifact_to_validate(artifact)
     path, meta = found.path, found.parsed_metadata()
     if precision == "auto":
         precision = str(meta.get("precision", "fp32"))
