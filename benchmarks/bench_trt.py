@@ -100,7 +100,8 @@ def export(variant: str, flavor: str, models: Path, log) -> Path:
 
 
 def engine(source: Path, flavor: str, models: Path, log) -> tuple[Path, float]:
-    from dat_deploy.trt.build import BuildOptions, build_trt, read_sidecar
+    from dat_deploy.artifacts import read_sidecar
+    from dat_deploy.trt.build import BuildOptions, build_trt
 
     name = source.parent.parent.name
     plan = models / f"{name}_trt_fp16" / "1" / "model.plan"
