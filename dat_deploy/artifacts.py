@@ -105,7 +105,7 @@ def find_model_file(path: str | os.PathLike, suffixes: Sequence[str] = MODEL_SUF
         if inside else " Pass a model file or a model folder."
     raise UserError(
         f"{path} is not a model folder: it holds no model file ({'/'.join(suffixes)}), neither in a numeric version "
-        "folder (<version>/model.onnx, as `dat-deploy export` and `build-trt` write them) nor in itself." + hint
+        f"folder (<version>/model{suffixes[0]}, as `dat-deploy export` and `build-trt` write them) nor in itself." + hint
     )
 
 

@@ -82,6 +82,14 @@ def make_inputs(batches: Sequence[int], input_size: int, seed: int = 0) -> dict[
     return {b: rng.standard_normal((b, 3, input_size, input_size)).astype(np.float32) for b in batches}
 
 
+def given_model(option: str, path: Path, suffixes: Sequence[str]) -> Path:
+    """The model file an option names (a file, or a model folder's); a UserError names the option."""
+    try:
+        return find_model_file(path, suffixes)
+    except UserError as exc:
+        raise UserError(f"{option}: {exc}") from None
+
+
 def onnx_kind(path: Path) -> tuple[str, str | None]:
     """(flavour, layout) recorded in an ONNX's metadata; flavour "standard" unless it has `dat` nodes,
     layout None when the file does not say (other tools, or exports from before `--layout`)."""
@@ -135,13 +143,13 @@ class BackendFactory:
         self.variant = variant
         self.weights = Path(weights) if weights is not None else None
         self.threads = threads
-        self.engine = find_model_file(engine, ENGINE_SUFFIXES) if engine is not None else None
+        self.engine = given_model("--engine", engine, ENGINE_SUFFIXES) if engine is not None else None
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.log = log
         self._model = None
         self._given_onnx: dict[str, tuple[Path, str | None]] = {}  # flavour -> (path, layout)
         if onnx is not None:
-            onnx = find_model_file(onnx, ONNX_SUFFIXES)  # a file, or a model folder's
+            onnx = given_model("--onnx", onnx, ONNX_SUFFIXES)
             flavor, layout = onnx_kind(onnx)
             self._given_onnx[flavor] = (onnx, layout)
 

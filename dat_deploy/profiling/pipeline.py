@@ -9,7 +9,7 @@ from typing import Sequence
 
 from dat_deploy.artifacts import ONNX_SUFFIXES, open_artifact
 from dat_deploy.errors import UserError
-from dat_deploy.profiling.backends import BackendFactory, PreparedBackend, make_inputs
+from dat_deploy.profiling.backends import BackendFactory, PreparedBackend, given_model, make_inputs
 from dat_deploy.profiling.contention import ContentionMeter
 from dat_deploy.profiling.memory import PeakRss
 from dat_deploy.profiling.stats import DEFAULT_CV_WARN
@@ -76,7 +76,7 @@ def profile(options: ProfileOptions, console=None) -> tuple[dict, dict[str, Path
 
     notes = list(options.extra_notes)
     if options.onnx is not None:
-        meta = open_artifact(options.onnx, ONNX_SUFFIXES).metadata
+        meta = open_artifact(given_model("--onnx", options.onnx, ONNX_SUFFIXES)).metadata
         if meta.get("variant") and meta["variant"] != options.variant:
             raise UserError(f"--onnx {options.onnx} was exported from {meta['variant']!r}, not --variant "
                             f"{options.variant!r}. Pass --variant {meta['variant']}.")
