@@ -100,9 +100,11 @@ def find_model_file(path: str | os.PathLike, suffixes: Sequence[str] = MODEL_SUF
             candidates = sorted(folder.glob(f"*{suffix}"))
             if candidates:
                 return candidates[0]
-    inside = sorted(p.name for p in path.iterdir() if p.is_dir() and any(_is_version(v) for v in p.iterdir()))
-    hint = f" It looks like a model repository: pass one of its folders ({', '.join(inside[:3])}{', ...' * (len(inside) > 3)})." \
-        if inside else " Pass a model file or a model folder."
+    models = sorted(p.name for p in path.iterdir() if p.is_dir() and any(_is_version(v) for v in p.iterdir()))
+    hint = " Pass a model file or a model folder."
+    if models:  # a repository such as models/: name a few of its model folders
+        hint = f" It looks like a model repository: pass one of its folders ({', '.join(models[:3])}" \
+               f"{', ...' if len(models) > 3 else ''})."
     raise UserError(
         f"{path} is not a model folder: it holds no model file ({'/'.join(suffixes)}), neither in a numeric version "
         f"folder (<version>/model{suffixes[0]}, as `dat-deploy export` and `build-trt` write them) nor in itself." + hint
