@@ -66,10 +66,9 @@ def validate_command(
 ) -> None:
     """Check artifacts against PyTorch fp32: per-output error statistics, PASSED/FAILED, exit code 1 on failure."""
     from dat_deploy.artifacts import model_name_for
+    from dat_deploy.atomic import check_creatable_dir
     from dat_deploy.parity.report import render
     from dat_deploy.parity.validate import validate_artifact
-
-    from dat_deploy.atomic import check_creatable_dir
 
     try:  # before the minutes of validation, not after
         check_creatable_dir(report.parent if report else Path("reports"))
