@@ -17,6 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import typer.main
+from import_graph import imported_modules, module_file
 
 from dat_deploy.commands._app import app
 import dat_deploy.cli  # noqa: F401  (registers the commands)
@@ -49,40 +50,17 @@ NOT_PRINTED_BY = {
 }
 
 
-def _module_file(module: str) -> Path | None:
-    base = PACKAGE.parent / module.replace(".", "/")
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _imported(nodes, module: str) -> set[str]:
-    found = set()
-    is_package = _module_file(module).name == "__init__.py"
-    for node in nodes:
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = module.split(".")[: len(module.split(".")) - node.level + is_package]
-                base = ".".join(parts + ([base] if base else []))
-            found |= {base} | {f"{base}.{alias.name}" for alias in node.names}
-    return {m for m in found if m.startswith("dat_deploy") and _module_file(m)}
-
-
 def _reached_modules(callback) -> set[str]:
     body = ast.parse(inspect.getsource(callback).lstrip())
-    todo = list(_imported(ast.walk(body), callback.__module__))
+    todo = list(imported_modules(ast.walk(body), callback.__module__))
     seen: set[str] = set()
     while todo:
         module = todo.pop()
         if module in seen:
             continue
         seen.add(module)
-        tree = ast.parse(_module_file(module).read_text())
-        todo += _imported([n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))], module)
+        tree = ast.parse(module_file(module).read_text())
+        todo += imported_modules([n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))], module)
     return seen
 
 
@@ -136,13 +114,13 @@ def test_every_hint_names_an_option_of_the_command_that_prints_it():
     helpers = ast.parse((PACKAGE / "commands" / "common.py").read_text())
     bad += _violations("dat_deploy.commands.common", helpers, {"export", "validate"})
     for module, commands in sorted(reached.items()):
-        bad += _violations(module, ast.parse(_module_file(module).read_text()), commands)
+        bad += _violations(module, ast.parse(module_file(module).read_text()), commands)
     assert not bad, "\n".join(bad)
 
 
 def test_the_walk_sees_hints_in_library_modules():
     """The walk is only worth something if it reads the messages: a known hint must be found and attributed."""
-    tree = ast.parse(_module_file("dat_deploy.atomic").read_text())
+    tree = ast.parse(module_file("dat_deploy.atomic").read_text())
     texts = [text for _, text in _strings(tree)]
     assert any("--overwrite" in t for t in texts)
     assert _violations("dat_deploy.atomic", ast.parse('raise UserError("choose another --name")'), {"visualize"})

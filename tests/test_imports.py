@@ -13,43 +13,17 @@ import ast
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
-import dat_deploy
-
-PACKAGE_DIR = Path(dat_deploy.__file__).parent
+from import_graph import imported_modules, module_names
 
 
-def module_names() -> dict[str, Path]:
-    """Every module of the package: dotted name -> file (a package is its __init__.py)."""
-    modules = {}
-    for path in PACKAGE_DIR.rglob("*.py"):
-        parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
-        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
-    return modules
-
-
-def imported_modules(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """The package modules `name` imports (see the module docstring)."""
-    is_package = path.name == "__init__.py"
-    targets: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            targets.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: from the importing module's package
-                anchor = name.split(".") if is_package else name.split(".")[:-1]
-                anchor = anchor[: len(anchor) - (node.level - 1)]
-                base = ".".join(anchor + ([base] if base else []))
-            for alias in node.names:
-                submodule = f"{base}.{alias.name}"
-                targets.add(submodule if submodule in modules else base)
+def import_edges(name: str, path: Path) -> set[str]:
+    """The package modules that importing `name` runs (see the module docstring)."""
     edges = set()
-    for target in targets:
+    for target in imported_modules(ast.walk(ast.parse(path.read_text(encoding="utf-8"))), name):
         parts = target.split(".")
-        for depth in range(1, len(parts) + 1):
+        for depth in range(2, len(parts) + 1):  # the packages above it run first
             ancestor = ".".join(parts[:depth])
-            inside = name == ancestor or name.startswith(ancestor + ".")
-            if ancestor in modules and not inside:
+            if not (name == ancestor or name.startswith(ancestor + ".")):
                 edges.add(ancestor)
     return edges
 
@@ -64,8 +38,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def import_graph() -> dict[str, set[str]]:
-    modules = module_names()
-    return {name: imported_modules(name, path, modules) for name, path in modules.items()}
+    return {name: import_edges(name, path) for name, path in module_names().items()}
 
 
 def test_the_walk_sees_the_package():
