@@ -21,7 +21,7 @@ import torch
 
 from dat_deploy import digits
 from dat_deploy.export import export_onnx
-from dat_deploy.export.fp16 import convert_file
+from dat_deploy.graph.fp16 import convert_file
 from dat_deploy.model import create_model
 from dat_deploy.runtime.onnxruntime_backend import OrtBackend
 

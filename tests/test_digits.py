@@ -113,7 +113,7 @@ def test_pytorch_fp32_has_learned_the_digits(variant, torch_results, manifest):
 @pytest.mark.parametrize("variant", digits.DIGIT_VARIANTS)
 def test_export_and_fp16_keep_the_accuracy(variant, torch_results, held_out, tmp_path):
     from dat_deploy.export import export_onnx
-    from dat_deploy.export.fp16 import convert_file
+    from dat_deploy.graph.fp16 import convert_file
     from dat_deploy.native import ort_library_path
     from dat_deploy.runtime.onnxruntime_backend import OrtBackend
 
