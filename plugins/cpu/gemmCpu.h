@@ -4,22 +4,15 @@
 // (numbers in plugins/README.md).
 #pragma once
 
+#include "cpuKernels.h"
+
 #include <cstdint>
-#include <vector>
 
 namespace dat
 {
 namespace cpu
 {
 
-// W (N, K) in the kernel's panel layout: for each block of 256 k, for each panel of 2 vectors of columns, the
-// block's k rows of that panel (columns past N zero).
-struct PackedGemmWeights
-{
-    int64_t n = 0;
-    int64_t k = 0;
-    std::vector<float> data;
-};
 
 PackedGemmWeights packGemmWeights(float const* w, int64_t n, int64_t k);
 
