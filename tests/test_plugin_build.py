@@ -98,19 +98,25 @@ def test_builds_of_old_sources_are_pruned_but_recent_ones_stay(tmp_path):
     assert sorted(p.name for p in root.iterdir()) == [".cpu.lock", "current"]
 
 
-# The CPU kernels pick a vector layer at compile time (attentionVectorMath.h): AVX-512, AVX2 + FMA, or portable.
-# A build only compiles the one its machine has, so each is checked here on any x86-64 host.
-INSTRUCTION_SETS = ["x86-64", "haswell", "skylake-avx512"]
+# The CPU kernels are compiled once per instruction-set layer (cpu/cpuLayer.h); each must be warning-free on its own.
+LAYER_LEVELS = {"portable": 0, "avx2": 1, "avx512": 2}
 
 
 @pytest.mark.skipif(shutil.which("g++") is None or platform.machine() not in ("x86_64", "AMD64"),
                     reason="needs g++ on an x86-64 host")
-@pytest.mark.parametrize("march", INSTRUCTION_SETS)
-def test_cpu_kernels_compile_for_every_vector_layer(march):
+@pytest.mark.parametrize("layer", LAYER_LEVELS)
+def test_cpu_kernels_compile_for_every_vector_layer(layer):
     sources = sorted((builder.plugins_source_dir() / "cpu").glob("*.cpp"))
     assert sources
     for source in sources:
         result = subprocess.run(
-            ["g++", "-std=gnu++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror", f"-march={march}", "-fopenmp-simd",
-             str(source)], capture_output=True, text=True)
-        assert result.returncode == 0, f"{source.name} with -march={march}:\n{result.stderr[-3000:]}"
+            ["g++", "-std=gnu++20", "-fsyntax-only", "-Wall", "-Wextra", "-Werror", "-O3",
+             f"-DDAT_CPU_LAYER_LEVEL={LAYER_LEVELS[layer]}", "-DDAT_CPU_X86_LAYERS", "-fopenmp-simd", str(source)],
+            capture_output=True, text=True)
+        assert result.returncode == 0, f"{source.name} as layer {layer}:\n{result.stderr[-3000:]}"
+
+
+def test_nothing_is_compiled_for_the_build_machine():
+    """The library must run on any x86-64: no -march=native (or any -march) in what CMake builds."""
+    cmake = (builder.plugins_source_dir() / "CMakeLists.txt").read_text()
+    assert "-march" not in cmake and "-mavx" not in cmake

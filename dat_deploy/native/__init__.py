@@ -6,6 +6,7 @@
   `dat-deploy build-plugins --tensorrt-include DIR`, because it needs the TensorRT headers.
 * `cuda_library_path()`: libdat_cuda_ops.so (the CUDA kernels with C entry points, for tests).
 * `build(...)`, `status()`: the build driver and a summary of what is built.
+* `doctor_checks()`: `status()` plus which CPU layer the onnxruntime op library runs and why (cpu_layer.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ __all__ = [
     "TargetResult",
     "build",
     "cuda_library_path",
+    "doctor_checks",
     "find_library",
     "ort_library_path",
     "status",
@@ -106,4 +108,31 @@ def status() -> list[dict]:
             "detail": str(path) if path else "not built for the current plugins/ sources",
             "fix": "" if path else fixes[kind],
         })
+    return entries
+
+
+def doctor_checks() -> list[dict]:
+    """status() plus the CPU layer libdat_ort_ops picks here (loads the library; never builds it)."""
+    from dat_deploy.native.cpu_layer import LAYER_ENV, read_cpu_layer
+
+    entries = status()
+    library = find_library("ort")
+    if library is None:
+        entries.append({"name": "CPU kernel layer", "status": "info",
+                        "detail": "decided by the onnxruntime op library from CPUID when it loads; not built yet",
+                        "fix": ""})
+        return entries
+    try:
+        choice = read_cpu_layer(library)
+    except (OSError, UserError) as exc:
+        entries.append({"name": "CPU kernel layer", "status": "warn", "detail": str(exc), "fix": "dat-deploy build-plugins"})
+        return entries
+    supported = ", ".join(choice.supported)
+    if choice.refused:
+        entries.append({"name": "CPU kernel layer", "status": "missing", "detail": choice.reason,
+                        "fix": f"unset {LAYER_ENV} or set it to one of: {supported}"})
+    else:
+        entries.append({"name": "CPU kernel layer", "status": "ok",
+                        "detail": f"{choice.layer}: {choice.reason} (this CPU can run: {supported})",
+                        "fix": f"{LAYER_ENV}=portable|avx2|avx512 forces one"})
     return entries

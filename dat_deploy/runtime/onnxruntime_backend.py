@@ -62,7 +62,9 @@ class OrtBackend:
             self.plugin_library = Path(plugin_library)
             if not self.plugin_library.is_file():
                 raise UserError(f"custom-op library {self.plugin_library} does not exist. Run `dat-deploy build-plugins`.")
-            options.register_custom_ops_library(str(self.plugin_library))
+            from dat_deploy.native.cpu_layer import register_ort_ops
+
+            register_ort_ops(options, self.plugin_library)  # a refused DAT_DEPLOY_CPU_LAYER: one clear line
         self.providers = resolve_providers(providers)
         self.fusions: dict[str, int] = {}
         source: str | bytes = str(self.path)

@@ -12,6 +12,10 @@
 
 #if defined(__CUDACC__)
 #define DAT_HD __host__ __device__ __forceinline__
+#elif defined(__GNUC__)
+// always_inline: the CPU kernels compile these into each instruction-set layer's own code (cpu/cpuLayer.h), so no
+// out-of-line copy of one layer is ever shared with another.
+#define DAT_HD inline __attribute__((always_inline))
 #else
 #define DAT_HD inline
 #endif

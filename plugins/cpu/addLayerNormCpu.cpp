@@ -1,6 +1,8 @@
 // DATAddLayerNorm on the CPU. Per row: sum = a + b (stored; summed for the mean), then the variance from the
 // stored row (two passes, as a row of DAT's 96-768 channels is still in L1), then y. onnxruntime runs the
 // same as an Add and a LayerNormalization: five passes over memory instead of four.
+#include "cpuLayer.h" // first: the instruction-set layer of this compilation
+
 #include "addLayerNormCpu.h"
 
 #include "attentionVectorMath.h"
@@ -12,6 +14,8 @@
 namespace dat
 {
 namespace cpu
+{
+namespace DAT_CPU_LAYER
 {
 
 void addLayerNorm(float const* a, float const* b, float const* gamma, float const* beta, float epsilon, float* sum,
@@ -67,5 +71,6 @@ void addLayerNorm(float const* a, float const* b, float const* gamma, float cons
     });
 }
 
+} // namespace DAT_CPU_LAYER
 } // namespace cpu
 } // namespace dat

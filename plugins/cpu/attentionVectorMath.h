@@ -10,6 +10,8 @@
 // share one set of flags, so each inline function here has a single meaning in the library.
 #pragma once
 
+#include "cpuLayer.h"
+
 #include "../common/datSamplingMath.h"
 #include "../common/datSamplingTypes.h"
 
@@ -34,6 +36,8 @@
 namespace dat
 {
 namespace cpu
+{
+namespace DAT_CPU_LAYER
 {
 
 // ---- exp constants (Cephes expf) -----------------------------------------------------------------------------------
@@ -479,5 +483,6 @@ inline void attendRows(float const* q, int64_t dims, float const* kT, InitialLog
     }
 }
 
+} // namespace DAT_CPU_LAYER
 } // namespace cpu
 } // namespace dat

@@ -1,5 +1,7 @@
 // DATBiasGelu on the CPU: y = GELU(x + bias), one pass, with the vector GELU of geluMath.h (its accuracy and the
 // choice of erf form are documented there).
+#include "cpuLayer.h" // first: the instruction-set layer of this compilation
+
 #include "biasGeluCpu.h"
 
 #include "geluMath.h"
@@ -10,6 +12,8 @@
 namespace dat
 {
 namespace cpu
+{
+namespace DAT_CPU_LAYER
 {
 
 void biasGelu(float const* x, float const* bias, float* y, int64_t rows, int64_t cols)
@@ -36,5 +40,6 @@ void biasGelu(float const* x, float const* bias, float* y, int64_t rows, int64_t
     });
 }
 
+} // namespace DAT_CPU_LAYER
 } // namespace cpu
 } // namespace dat

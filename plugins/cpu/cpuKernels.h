@@ -1,4 +1,5 @@
-// The CPU kernels as one table of entry points, which the onnxruntime op library calls through.
+// The CPU kernels as one table of entry points per instruction-set layer, which the onnxruntime op library calls
+// through the table of the layer chosen at load time.
 #pragma once
 
 #include "../common/datDeformAttentionMath.h"
@@ -6,6 +7,7 @@
 #include "../common/datWindowAttentionMath.h"
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace dat
@@ -40,8 +42,37 @@ struct KernelTable
     void (*gemm)(float const* x, int64_t m, PackedGemmWeights const& w, float const* bias, bool gelu, float* y);
 };
 
+// Each instruction-set layer's table (cpuLayer.h); only those that CMake compiled are defined.
+namespace portable
+{
+KernelTable const& table();
+}
+namespace avx2
+{
+KernelTable const& table();
+}
+namespace avx512
+{
+KernelTable const& table();
+}
+
+// Which layer this process runs and why, chosen once (cpuDispatch.cpp): DAT_DEPLOY_CPU_LAYER if set and the CPU
+// has it, else the widest layer the CPU supports.
+struct LayerChoice
+{
+    KernelTable const* table; // the portable one when `error` is set
+    char const* layer;        // "portable", "avx2", "avx512"; "" when `error` is set
+    std::string reason;       // one line for people: what CPUID found, or that the environment forced it
+    std::string supported;    // the layers this CPU (and this build) can run, comma-separated
+    std::string error;        // a forced layer this CPU cannot run, or an unknown name; empty if none
+};
+LayerChoice const& layerChoice();
+
 // The kernels this process runs.
-KernelTable const& kernels();
+inline KernelTable const& kernels()
+{
+    return *layerChoice().table;
+}
 
 } // namespace cpu
 } // namespace dat

@@ -1,3 +1,5 @@
+#include "cpuLayer.h" // first: the instruction-set layer of this compilation
+
 #include "datSamplingCpu.h"
 
 #include "../common/datSamplingMath.h"
@@ -9,6 +11,8 @@
 namespace dat
 {
 namespace cpu
+{
+namespace DAT_CPU_LAYER
 {
 namespace
 {
@@ -268,5 +272,6 @@ void relPosBias(RelPosBiasDims const& d, void const* table, DType tableType, voi
     });
 }
 
+} // namespace DAT_CPU_LAYER
 } // namespace cpu
 } // namespace dat

@@ -5,6 +5,8 @@
 //             q pre-scaled and k of the head transposed (d x Nkp) in a thread-local buffer, gathered once per
 //             (image, group); O is stored at the query's pixel
 // Keys are padded to Nkp (a multiple of the vector width): the bias row is -inf there, k = 0.
+#include "cpuLayer.h" // first: the instruction-set layer of this compilation
+
 #include "deformAttentionCpu.h"
 
 #include "attentionVectorMath.h"
@@ -17,6 +19,8 @@
 namespace dat
 {
 namespace cpu
+{
+namespace DAT_CPU_LAYER
 {
 namespace
 {
@@ -456,5 +460,6 @@ void deformAttention(DeformAttentionDims const& dm, void const* q, void const* k
     });
 }
 
+} // namespace DAT_CPU_LAYER
 } // namespace cpu
 } // namespace dat

@@ -3,12 +3,16 @@
 // independently. All math in fp32.
 #pragma once
 
+#include "cpuLayer.h"
+
 #include "../common/datDeformAttentionMath.h"
 #include "../common/datSamplingTypes.h"
 
 namespace dat
 {
 namespace cpu
+{
+namespace DAT_CPU_LAYER
 {
 
 // q (batch, height, width, channels), k and v (batch, keyH * keyW, channels), table (heads, tableH, tableW),
@@ -17,5 +21,6 @@ namespace cpu
 void deformAttention(DeformAttentionDims const& dims, void const* q, void const* k, void const* v, DType dataType,
     void const* table, DType tableType, void const* pos, DType posType, void* out);
 
+} // namespace DAT_CPU_LAYER
 } // namespace cpu
 } // namespace dat

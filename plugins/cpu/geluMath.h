@@ -10,6 +10,8 @@
 // MLP shapes (AVX2, two A/B runs), where this one is near memory speed.
 #pragma once
 
+#include "cpuLayer.h"
+
 #include "attentionVectorMath.h"
 
 #include <algorithm>
@@ -17,6 +19,8 @@
 namespace dat
 {
 namespace cpu
+{
+namespace DAT_CPU_LAYER
 {
 namespace geluMath
 {
@@ -68,5 +72,6 @@ inline float gelu(float z)
 }
 
 } // namespace geluMath
+} // namespace DAT_CPU_LAYER
 } // namespace cpu
 } // namespace dat

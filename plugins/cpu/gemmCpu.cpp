@@ -10,6 +10,8 @@
 // column panel (one thread, DAT-T's stage 1-3 shapes: 1.00-1.11x per shape, stage 1's the most).
 // The accumulators are named variables, not an array: GCC 12 kept an array of them in registers but also stored
 // every one of them to the stack on each k step (2.5x slower).
+#include "cpuLayer.h" // first: the instruction-set layer of this compilation
+
 #include "gemmCpu.h"
 
 #include "attentionVectorMath.h"
@@ -22,6 +24,8 @@
 namespace dat
 {
 namespace cpu
+{
+namespace DAT_CPU_LAYER
 {
 namespace
 {
@@ -197,5 +201,6 @@ void gemm(float const* x, int64_t m, PackedGemmWeights const& w, float const* bi
     });
 }
 
+} // namespace DAT_CPU_LAYER
 } // namespace cpu
 } // namespace dat

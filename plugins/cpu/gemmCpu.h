@@ -4,6 +4,8 @@
 // (numbers in plugins/README.md).
 #pragma once
 
+#include "cpuLayer.h"
+
 #include "cpuKernels.h"
 
 #include <cstdint>
@@ -11,6 +13,8 @@
 namespace dat
 {
 namespace cpu
+{
+namespace DAT_CPU_LAYER
 {
 
 
@@ -20,5 +24,6 @@ PackedGemmWeights packGemmWeights(float const* w, int64_t n, int64_t k);
 // not alias x.
 void gemm(float const* x, int64_t m, PackedGemmWeights const& w, float const* bias, bool gelu, float* y);
 
+} // namespace DAT_CPU_LAYER
 } // namespace cpu
 } // namespace dat

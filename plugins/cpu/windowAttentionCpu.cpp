@@ -4,6 +4,8 @@
 // pixels. Keys are padded to Tp (a multiple of the vector width): the bias reads -inf there, k = 0. Outside the
 // AVX-512 fused path, fp32 qkv rows of a window are first copied into one contiguous block (whole rows stream in
 // with many loads in flight; per-head slices of scattered rows stalled q, k and v loads on cache misses).
+#include "cpuLayer.h" // first: the instruction-set layer of this compilation
+
 #include "windowAttentionCpu.h"
 
 #include "attentionVectorMath.h"
@@ -16,6 +18,8 @@
 namespace dat
 {
 namespace cpu
+{
+namespace DAT_CPU_LAYER
 {
 namespace
 {
@@ -359,5 +363,6 @@ void windowAttention(
     });
 }
 
+} // namespace DAT_CPU_LAYER
 } // namespace cpu
 } // namespace dat

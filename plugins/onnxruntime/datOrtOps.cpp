@@ -352,6 +352,10 @@ extern "C" __attribute__((visibility("default"))) OrtStatus* RegisterCustomOps(
         return nullptr; // no API to create a status with; the session then reports the unknown op
     }
     dat::ort::Api api(ortApi);
+    if (!dat::cpu::layerChoice().error.empty()) // a forced layer this CPU lacks: refuse rather than crash later
+    {
+        return api.createStatus(kOrtInvalidArgument, ("libdat_ort_ops: " + dat::cpu::layerChoice().error).c_str());
+    }
     dat::ort::gOrtHasParallelFor = apiBase->GetApi(kDatOrtParallelForApiVersion) != nullptr;
     // One domain per SessionOptions; the domain must outlive every session that uses it, so it is never released.
     OrtCustomOpDomain* domain = nullptr;
@@ -361,4 +365,23 @@ extern "C" __attribute__((visibility("default"))) OrtStatus* RegisterCustomOps(
         DAT_RETURN_IF_STATUS(api.customOpDomainAdd(domain, &op));
     }
     return api.addCustomOpDomain(options, domain);
+}
+
+// Which CPU layer the kernels run and why (read by dat_deploy.native through ctypes, shown by `dat-deploy doctor`).
+// dat_cpu_layer() is "" when DAT_DEPLOY_CPU_LAYER names a layer this CPU cannot run; the reason then says so.
+extern "C" __attribute__((visibility("default"))) char const* dat_cpu_layer()
+{
+    return dat::cpu::layerChoice().layer;
+}
+
+extern "C" __attribute__((visibility("default"))) char const* dat_cpu_layer_reason()
+{
+    auto const& choice = dat::cpu::layerChoice();
+    return choice.error.empty() ? choice.reason.c_str() : choice.error.c_str();
+}
+
+// The layers this CPU can run, widest last, e.g. "portable,avx2,avx512".
+extern "C" __attribute__((visibility("default"))) char const* dat_cpu_layers_supported()
+{
+    return dat::cpu::layerChoice().supported.c_str();
 }

@@ -1,4 +1,5 @@
-#include "cpuKernels.h"
+// The kernel table of one instruction-set layer (compiled once per layer, like every kernel source).
+#include "cpuLayer.h" // first: the instruction-set layer of this compilation
 
 #include "addLayerNormCpu.h"
 #include "biasGeluCpu.h"
@@ -11,14 +12,17 @@ namespace dat
 {
 namespace cpu
 {
-
-KernelTable const& kernels()
+namespace DAT_CPU_LAYER
 {
-    static KernelTable const table{.deformSample = deformSample, .relPosBias = relPosBias,
+
+KernelTable const& table()
+{
+    static KernelTable const kernels{.deformSample = deformSample, .relPosBias = relPosBias,
         .windowAttention = windowAttention, .deformAttention = deformAttention, .biasGelu = biasGelu,
         .addLayerNorm = addLayerNorm, .packGemmWeights = packGemmWeights, .gemm = gemm};
-    return table;
+    return kernels;
 }
 
+} // namespace DAT_CPU_LAYER
 } // namespace cpu
 } // namespace dat

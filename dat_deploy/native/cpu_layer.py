@@ -1,0 +1,57 @@
+"""Which instruction-set layer of the CPU kernels libdat_ort_ops runs, and why.
+
+The library is compiled once per layer (portable x86-64, avx2 = x86-64-v3, avx512 = x86-64-v4) and picks one from
+CPUID when it loads; DAT_DEPLOY_CPU_LAYER=portable|avx2|avx512 forces one (read once, when the library loads). The
+choice is read here through the library's C functions (dat_cpu_layer, dat_cpu_layer_reason,
+dat_cpu_layers_supported), which loads the library into this process, as onnxruntime will anyway.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import os
+from pathlib import Path
+
+from dat_deploy.errors import UserError
+
+LAYER_ENV = "DAT_DEPLOY_CPU_LAYER"
+LAYERS = ("portable", "avx2", "avx512")
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuLayer:
+    layer: str  # "" when the forced layer was refused
+    reason: str  # what CPUID found, that the environment forced it, or why a forced layer was refused
+    supported: tuple[str, ...]  # the layers this CPU can run with this library
+
+    @property
+    def refused(self) -> bool:
+        return not self.layer
+
+
+def read_cpu_layer(library: str | os.PathLike) -> CpuLayer:
+    """The layer `library` chose in this process. A library without the functions (built before run-time dispatch)
+    is a UserError that says to rebuild."""
+    lib = ctypes.CDLL(str(library))
+    values = []
+    for name in ("dat_cpu_layer", "dat_cpu_layer_reason", "dat_cpu_layers_supported"):
+        try:
+            function = getattr(lib, name)
+        except AttributeError:
+            raise UserError(f"{library} has no {name}(): it predates run-time CPU dispatch. Rebuild it with "
+                            "`dat-deploy build-plugins`.") from None
+        function.restype = ctypes.c_char_p
+        function.argtypes = []
+        values.append(function().decode())
+    layer, reason, supported = values
+    return CpuLayer(layer, reason, tuple(filter(None, supported.split(","))))
+
+
+def register_ort_ops(options, library: str | os.PathLike) -> CpuLayer:
+    """Register libdat_ort_ops with onnxruntime SessionOptions; a refused DAT_DEPLOY_CPU_LAYER is a UserError."""
+    choice = read_cpu_layer(library)
+    if choice.refused:
+        raise UserError(f"{Path(library).name}: {choice.reason}")
+    options.register_custom_ops_library(str(library))
+    return choice
