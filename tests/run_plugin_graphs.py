@@ -22,7 +22,10 @@ def layer_report(library: str) -> dict[str, str]:
     lib = ctypes.CDLL(library)
     report = {}
     for name in ("dat_cpu_layer", "dat_cpu_layer_reason", "dat_cpu_layers_supported"):
-        function = getattr(lib, name)
+        function = getattr(lib, name, None)
+        if function is None:  # a library from before run-time dispatch: run its graphs all the same
+            report[name.removeprefix("dat_cpu_")] = "(not reported by this library)"
+            continue
         function.restype = ctypes.c_char_p
         report[name.removeprefix("dat_cpu_")] = function().decode()
     return report
