@@ -109,6 +109,14 @@ def _tool_version(command: str, args: tuple[str, ...] = ("--version",)) -> str |
     return f"{(release or lines)[0].strip()} ({path})"
 
 
+def _wheel_carries_libraries() -> bool:
+    try:
+        from dat_deploy.native import bundled_build_info
+    except ImportError:
+        return False
+    return bundled_build_info() is not None
+
+
 def check_toolchain() -> list[Check]:
     checks = []
     fixes = {
@@ -116,9 +124,15 @@ def check_toolchain() -> list[Check]:
         "cmake": "pip install cmake, or your package manager's cmake (>= 3.18), to build the plugins",
         "g++": "install a C++17 compiler (build-essential / gcc-c++) to build the plugins",
     }
+    bundled = _wheel_carries_libraries()
     for tool, fix in fixes.items():
         found = _tool_version(tool)
-        checks.append(Check(tool, OK, found) if found else Check(tool, MISSING, "not on PATH", fix))
+        if found:
+            checks.append(Check(tool, OK, found))
+        elif bundled:  # an installed wheel: the libraries it carries need no toolchain
+            checks.append(Check(tool, INFO, "not on PATH; not needed for the libraries this wheel carries", fix))
+        else:
+            checks.append(Check(tool, MISSING, "not on PATH", fix))
     smi = _tool_version("nvidia-smi", ("--query-gpu=name,driver_version", "--format=csv,noheader"))
     checks.append(Check("nvidia-smi", OK, smi) if smi else
                   Check("nvidia-smi", INFO, "not on PATH (no NVIDIA driver here)", "needed only to run on a GPU"))

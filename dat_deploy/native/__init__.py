@@ -6,11 +6,14 @@
   `dat-deploy build-plugins --tensorrt-include DIR`, because it needs the TensorRT headers.
 * `cuda_library_path()`: libdat_cuda_ops.so (the CUDA kernels with C entry points, for tests).
 * `build(...)`, `status()`: the build driver and a summary of what is built.
+* An installed wheel carries the libraries it was built with in dat_deploy/native/lib/ (setup.py), with
+  build_info.json saying what was left out and why; those are used before anything is built.
 * `doctor_checks()`: `status()` plus which CPU layer the onnxruntime op library runs and why (cpu_layer.py).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -37,6 +40,23 @@ _ENV_OVERRIDES = {
 }
 
 
+BUNDLED_DIR = Path(__file__).resolve().parent / "lib"  # only in an installed wheel
+
+
+def bundled_library(target: str) -> Path | None:
+    """The library of `target` (e.g. "dat_ort_ops") that an installed wheel carries, or None."""
+    path = BUNDLED_DIR / builder.LIBRARY_FILES[target]
+    return path if path.is_file() else None
+
+
+def bundled_build_info() -> dict | None:
+    """What the wheel's build made and skipped (setup.py's build_info.json), or None in a source checkout."""
+    try:
+        return json.loads((BUNDLED_DIR / "build_info.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _from_env(target: str) -> Path | None:
     value = os.environ.get(_ENV_OVERRIDES[target])
     if not value:
@@ -49,7 +69,7 @@ def _from_env(target: str) -> Path | None:
 
 def ort_library_path(build: bool = True) -> Path:
     """The onnxruntime custom-op library; with build=True it is built (CPU only) if missing."""
-    found = _from_env("dat_ort_ops") or find_built("dat_ort_ops")
+    found = _from_env("dat_ort_ops") or bundled_library("dat_ort_ops") or find_built("dat_ort_ops")
     if found is not None:
         return found
     if not build:
@@ -64,7 +84,7 @@ def ort_library_path(build: bool = True) -> Path:
 
 def trt_plugin_library_path() -> Path:
     """The TensorRT plugin library, built by `dat-deploy build-plugins --tensorrt-include DIR`."""
-    found = _from_env("dat_trt_plugins") or find_built("dat_trt_plugins")
+    found = _from_env("dat_trt_plugins") or bundled_library("dat_trt_plugins") or find_built("dat_trt_plugins")
     if found is None:
         raise UserError(
             "the TensorRT plugin library (libdat_trt_plugins.so) is not built. Run `dat-deploy build-plugins "
@@ -75,7 +95,7 @@ def trt_plugin_library_path() -> Path:
 
 def cuda_library_path() -> Path:
     """The CUDA kernels' C-ABI library, built by `dat-deploy build-plugins` where nvcc exists."""
-    found = _from_env("dat_cuda_ops") or find_built("dat_cuda_ops")
+    found = _from_env("dat_cuda_ops") or bundled_library("dat_cuda_ops") or find_built("dat_cuda_ops")
     if found is None:
         raise UserError("the CUDA kernels (libdat_cuda_ops.so) are not built. Run `dat-deploy build-plugins --cuda`.")
     return found
@@ -87,7 +107,7 @@ def find_library(target: str) -> Path | None:
     if target not in names:
         raise ValueError(f"unknown plugin library kind {target!r}; expected one of {sorted(names)}")
     try:
-        return _from_env(names[target]) or find_built(names[target])
+        return _from_env(names[target]) or bundled_library(names[target]) or find_built(names[target])
     except UserError:
         return None
 
@@ -99,13 +119,19 @@ def status() -> list[dict]:
         "trt": "dat-deploy build-plugins --tensorrt-include <TensorRT include dir> (needs nvcc)",
         "cuda": "dat-deploy build-plugins --cuda (needs nvcc)",
     }
+    wheel = bundled_build_info()
     entries = []
     for kind, name in (("ort", "libdat_ort_ops.so"), ("cuda", "libdat_cuda_ops.so"), ("trt", "libdat_trt_plugins.so")):
         path = find_library(kind)
+        detail = str(path) if path else "not built for the current plugins/ sources"
+        if wheel is not None and path is None:  # an installed wheel: say why its build left the library out
+            target = {"ort": "dat_ort_ops", "cuda": "dat_cuda_ops", "trt": "dat_trt_plugins"}[kind]
+            reason = wheel.get("libraries", {}).get(target, {}).get("reason") or "not built"
+            detail = f"not in this wheel: its build skipped it ({reason})"
         entries.append({
             "name": name,
             "built": path is not None,
-            "detail": str(path) if path else "not built for the current plugins/ sources",
+            "detail": detail,
             "fix": "" if path else fixes[kind],
         })
     return entries
