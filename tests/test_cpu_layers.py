@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from cpu_layer_graphs import load_outputs, write_graphs
 from dat_deploy.errors import UserError
 from dat_deploy.native import ort_library_path
-from dat_deploy.native.cpu_layer import LAYERS, read_cpu_layer, register_ort_ops
+from dat_deploy.native.cpu_layer import LAYERS, read_cpu_layer, register_ort_ops, runtime_requirements
 
 RUNNER = Path(__file__).with_name("run_plugin_graphs.py")
 # The layers differ in vector width (4 / 8 / 16 lanes: sums in another order) and in FMA; measured differences are
@@ -160,3 +160,16 @@ def test_no_avx_instruction_outside_the_avx_layers(library):
     if "avx512" in read_cpu_layer(library).supported or per_layer:
         assert per_layer["avx2"] > 100 and per_layer["avx512"] > 100  # the layers are there and vectorised
     assert "%zmm" in listing  # the avx512 layer uses 512-bit registers
+
+
+@pytest.mark.skipif(shutil.which("objdump") is None, reason="needs objdump")
+def test_runtime_requirements_are_the_newest_versions_objdump_lists(library):
+    listing = subprocess.run(["objdump", "-T", str(library)], capture_output=True, text=True, check=True).stdout
+
+    def newest(prefix: str) -> str:
+        versions = {tuple(map(int, v.split("."))) for v in re.findall(rf"\(?\b{prefix}_(\d+(?:\.\d+)+)\)?", listing)}
+        return ".".join(map(str, max(versions)))
+
+    needs = runtime_requirements(library)
+    assert needs["glibc"] == newest("GLIBC")
+    assert needs["glibcxx"] == newest("GLIBCXX")

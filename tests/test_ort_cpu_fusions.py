@@ -343,6 +343,29 @@ def test_small_gemms_pay_only_where_measured(monkeypatch, tmp_path):
     assert not ort_cpu_fusions.small_gemms_pay()
 
 
+def test_small_gemms_pay_follows_the_op_librarys_layer_where_the_session_runs():
+    from dat_deploy.native.cpu_layer import CpuLayer
+
+    assert ort_cpu_fusions.small_gemms_pay(CpuLayer("avx2", "CPUID", ("portable", "avx2")))
+    # forced down to avx2 on an AVX-512 CPU, the portable layer, a refused layer: onnxruntime's own Gemm
+    assert not ort_cpu_fusions.small_gemms_pay(CpuLayer("avx2", "forced", ("portable", "avx2", "avx512")))
+    assert not ort_cpu_fusions.small_gemms_pay(CpuLayer("avx512", "CPUID", ("portable", "avx2", "avx512")))
+    assert not ort_cpu_fusions.small_gemms_pay(CpuLayer("portable", "CPUID", ("portable",)))
+    assert not ort_cpu_fusions.small_gemms_pay(CpuLayer("", "refused", ("portable",)))
+
+
+def test_a_portable_graph_gets_no_cpu_dependent_rewrite(monkeypatch):
+    """What ships to other machines (a Triton repository) must not carry DATGemm, even from a CPU where it pays;
+    a session made here still gets it."""
+    monkeypatch.setattr(ort_cpu_fusions, "GEMM_MAX_WEIGHTS", 2000)
+    monkeypatch.setattr(ort_cpu_fusions, "small_gemms_pay", lambda layer=None: True)
+    rng = np.random.default_rng(6)
+    shipped = _gemms_model(rng)
+    assert ort_cpu_fusions.optimize_for_cpu(shipped, portable=True)["DATGemm"] == 0
+    assert "dat::DATGemm" not in op_histogram(shipped)
+    assert ort_cpu_fusions.optimize_for_cpu(_gemms_model(np.random.default_rng(6)))["DATGemm"] == 2
+
+
 def _gemm_gelu_model(rng) -> onnx.ModelProto:
     """nn.Linear + GELU as the exporter writes them for a 3-D x (Reshape, Gemm without bias, Reshape back, Add
     bias, GELU: folded), the same with the Gemm's own bias (kept), and with a Reshape that changes the last axis

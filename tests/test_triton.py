@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
@@ -10,7 +11,6 @@ import pytest
 from onnx import TensorProto, helper
 
 from dat_deploy.errors import UserError
-from dat_deploy.graph.cpu_fusions import small_gemms_pay
 from dat_deploy.triton.config import load_config
 from dat_deploy.triton.repository import gather
 
@@ -263,9 +263,10 @@ def test_exported_plugin_model_is_servable(tmp_path, export_once):
     assert library == f"/models/{name}/libdat_ort_ops.so"
     assert [group.kind for group in config.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
     assert "--gpus=all" not in result.command  # the custom ops are CPU kernels
-    expected = ({"DATBiasGelu": 2, "DATAddLayerNorm": 21, "DATGemm": 46, "DATGemm+GELU": 10} if small_gemms_pay()
-                else {"DATBiasGelu": 12, "DATAddLayerNorm": 21})
-    assert result.models[0].cpu_fusions == expected
+    # the repository's graph is the same whatever CPU packages it: no DATGemm, which pays only on some CPUs
+    assert result.models[0].cpu_fusions == {"DATBiasGelu": 12, "DATAddLayerNorm": 21}
+    note = next(n for n in result.notes if "custom-op library" in n and "any x86-64 CPU" in n)
+    assert re.search(r"glibc >= 2\.\d+", note)
     assert f"{(tmp_path / 'repo').resolve()}:/models" in shlex.split(result.command)
     # the ORT backend registers the library, then loads the model; the container path maps to our folder
     options = ort.SessionOptions()

@@ -198,8 +198,14 @@ def _gemm_replacement(g: GraphIndex, node):
     return fused, zero
 
 
-def small_gemms_pay() -> bool:
-    """Whether this CPU is one DATGemm was measured faster on: x86-64 with AVX2 + FMA and no AVX-512 (Linux flags)."""
+def small_gemms_pay(layer=None) -> bool:
+    """Whether this CPU is one DATGemm was measured faster on: x86-64 with AVX2 + FMA and no AVX-512.
+
+    `layer` (a dat_deploy.native.cpu_layer.CpuLayer): what the op library chose where the session runs; DATGemm pays
+    when that is the avx2 layer on a CPU without AVX-512. Without it, this machine's /proc/cpuinfo flags decide.
+    """
+    if layer is not None:
+        return layer.layer == "avx2" and "avx512" not in layer.supported
     import platform
 
     if platform.machine() not in ("x86_64", "AMD64"):
@@ -294,19 +300,25 @@ def fuse_gemm_gelu(model) -> int:
     return len(removed)
 
 
-def optimize_for_cpu(model) -> dict[str, int]:
-    """Every rewrite of this module that pays on this CPU, in place; how many nodes of each op they made."""
+def optimize_for_cpu(model, portable: bool = False, layer=None) -> dict[str, int]:
+    """Every rewrite of this module that pays on this CPU, in place; how many nodes of each op they made.
+
+    portable=True: only the rewrites that pay on every CPU, for a graph that ships to other machines (a Triton
+    repository); the CPU-dependent DATGemm rewrite is then left to the session that loads it. `layer`: see
+    `small_gemms_pay`.
+    """
+    gemms = not portable and small_gemms_pay(layer)
     counts = {"DATBiasGelu": fuse_bias_gelu(model), "DATAddLayerNorm": fuse_add_layer_norm(model),
-              "DATGemm": fuse_small_gemms(model) if small_gemms_pay() else 0}
+              "DATGemm": fuse_small_gemms(model) if gemms else 0}
     folded = fuse_gemm_gelu(model) if counts["DATGemm"] else 0
     counts["DATBiasGelu"] -= folded
     counts["DATGemm+GELU"] = folded
     return counts
 
 
-def fused_session_model(model) -> tuple[bytes | None, dict[str, int]]:
+def fused_session_model(model, portable: bool = False, layer=None) -> tuple[bytes | None, dict[str, int]]:
     """`model` rewritten in place and serialised for a CPU session (None when nothing matched), and the counts."""
-    counts = optimize_for_cpu(model)
+    counts = optimize_for_cpu(model, portable=portable, layer=layer)
     return (model.SerializeToString() if any(counts.values()) else None), counts
 
 

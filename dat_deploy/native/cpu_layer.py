@@ -55,3 +55,17 @@ def register_ort_ops(options, library: str | os.PathLike) -> CpuLayer:
         raise UserError(f"{Path(library).name}: {choice.reason}")
     options.register_custom_ops_library(str(library))
     return choice
+
+
+def runtime_requirements(library: str | os.PathLike) -> dict[str, str]:
+    """The newest glibc (GLIBC_x.y) and libstdc++ (GLIBCXX_3.4.z) symbol versions `library` asks for, read from the
+    version strings of its dynamic section: what a serving host or container must provide ({} for a missing name)."""
+    import re
+
+    data = Path(library).read_bytes()
+    found: dict[str, str] = {}
+    for key, pattern in (("glibc", rb"GLIBC_(\d+(?:\.\d+)+)\x00"), ("glibcxx", rb"GLIBCXX_(\d+(?:\.\d+)+)\x00")):
+        versions = {tuple(int(p) for p in m.group(1).split(b".")) for m in re.finditer(pattern, data)}
+        if versions:
+            found[key] = ".".join(map(str, max(versions)))
+    return found

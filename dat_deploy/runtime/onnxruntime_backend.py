@@ -54,6 +54,7 @@ class OrtBackend:
         if enable_profiling:
             options.enable_profiling = True
         self.plugin_library = None
+        cpu_layer = None  # the op library's choice of CPU kernels here, which also decides the CPU-dependent rewrites
         if has_dat_nodes(model):
             if plugin_library is None:
                 from dat_deploy.native import ort_library_path
@@ -64,14 +65,14 @@ class OrtBackend:
                 raise UserError(f"custom-op library {self.plugin_library} does not exist. Run `dat-deploy build-plugins`.")
             from dat_deploy.native.cpu_layer import register_ort_ops
 
-            register_ort_ops(options, self.plugin_library)  # a refused DAT_DEPLOY_CPU_LAYER: one clear line
+            cpu_layer = register_ort_ops(options, self.plugin_library)  # a refused DAT_DEPLOY_CPU_LAYER: one clear line
         self.providers = resolve_providers(providers)
         self.fusions: dict[str, int] = {}
         source: str | bytes = str(self.path)
         if self.plugin_library is not None and cpu_fusions and self.providers[0] == "CPUExecutionProvider":
             from dat_deploy.graph.cpu_fusions import fused_session_model
 
-            fused, self.fusions = fused_session_model(model)
+            fused, self.fusions = fused_session_model(model, layer=cpu_layer)  # decided here, at load time
             source = fused or source
         try:
             self.session = ort.InferenceSession(source, options, providers=self.providers)

@@ -241,10 +241,23 @@ def gather(
             made = ", ".join(f"{n} {op}" for op, n in m.cpu_fusions.items())
             notes.append(f"{m.name}: the repository's graph has onnxruntime-only CPU ops in place of slower subgraphs "
                          f"({made}), as dat-deploy's onnxruntime backend runs it; the ops are CPU kernels.")
-    if any(m.kind == _ORT and m.plugin_library for m in gathered):
-        notes.append("the onnxruntime custom-op library is loaded by the container's onnxruntime backend: "
-                     "build it on a system with a glibc no newer than the container's.")
+    ort_libraries = [output / m.name / Path(m.plugin_library).name for m in gathered if m.kind == _ORT and m.plugin_library]
+    if ort_libraries:
+        notes.append(_serving_host_note(ort_libraries[0]))
     return GatherResult(output, gathered, serve_command(output, image, preload, image_needs_gpu), image, notes)
+
+
+def _serving_host_note(library: Path) -> str:
+    """What the host (or container) serving the repository needs for the onnxruntime op library."""
+    from dat_deploy.native.cpu_layer import runtime_requirements
+
+    needs = runtime_requirements(library)
+    runtime = f"glibc >= {needs.get('glibc', '?')}"
+    if "glibcxx" in needs:
+        runtime += f" and a libstdc++ with GLIBCXX_{needs['glibcxx']}"
+    return (f"the onnxruntime custom-op library ({library.name}) runs on any x86-64 CPU, picking its AVX2 or AVX-512 "
+            f"kernels where the serving CPU has them, and the repository's graph is the same for every CPU; the "
+            f"container's onnxruntime backend needs {runtime} to load it.")
 
 
 def _copy_model(folder: Path, config, kind: str, needs_plugin: bool, library: Path | None, output: Path,
@@ -276,9 +289,10 @@ def _copy_model(folder: Path, config, kind: str, needs_plugin: bool, library: Pa
 
 
 def _fuse_for_onnxruntime_cpu(files: dict[str, bytes]) -> dict[str, int] | None:
-    """The CPU rewrites dat-deploy's own onnxruntime backend applies (DATBiasGelu, DATAddLayerNorm, DATGemm), done
-    on the repository's copies of the plugin-flavour graphs so that Triton serves what `dat-deploy profile` measured.
-    The exported folder stays as it is. Returns the counts (summed over versions), or None if nothing matched."""
+    """The CPU rewrites dat-deploy's own onnxruntime backend applies that pay on every CPU (DATBiasGelu,
+    DATAddLayerNorm), done on the repository's copies of the plugin-flavour graphs. DATGemm, which pays only on some
+    CPUs, is left out: the repository must run the same on any serving host, whatever CPU packaged it. The exported
+    folder stays as it is. Returns the counts (summed over versions), or None if nothing matched."""
     import onnx
 
     from dat_deploy.graph.cpu_fusions import fused_session_model
@@ -287,7 +301,7 @@ def _fuse_for_onnxruntime_cpu(files: dict[str, bytes]) -> dict[str, int] | None:
     for relative, data in files.items():
         if not relative.endswith(".onnx"):
             continue
-        fused, counts = fused_session_model(onnx.load_from_string(data))
+        fused, counts = fused_session_model(onnx.load_from_string(data), portable=True)
         if fused is not None:
             files[relative] = fused
             for op, n in counts.items():
