@@ -105,7 +105,7 @@ def test_the_triton_repository_copy_runs_on_a_cpu_without_avx(library, graphs, t
                          timeout=300)
     assert cli.returncode == 0, cli.stdout[-2000:] + cli.stderr[-2000:]
     served = repository / "deform_sample"
-    copied_library = served / "libdat_ort_ops.so"
+    copied_library = served / library.name  # libdat_ort_ops.so, unless DAT_DEPLOY_ORT_OPS names another file
     assert copied_library.is_file() and copied_library.read_bytes() == library.read_bytes()
     graph = tmp_path / "served" / "deform_sample.onnx"  # the repository's graph, next to the feeds the runner reads
     graph.parent.mkdir()

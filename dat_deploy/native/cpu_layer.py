@@ -48,9 +48,14 @@ def read_cpu_layer(library: str | os.PathLike) -> CpuLayer:
     return CpuLayer(layer, reason, tuple(filter(None, supported.split(","))))
 
 
-def register_ort_ops(options, library: str | os.PathLike) -> CpuLayer:
-    """Register libdat_ort_ops with onnxruntime SessionOptions; a refused DAT_DEPLOY_CPU_LAYER is a UserError."""
-    choice = read_cpu_layer(library)
+def register_ort_ops(options, library: str | os.PathLike) -> CpuLayer | None:
+    """Register libdat_ort_ops with onnxruntime SessionOptions; a refused DAT_DEPLOY_CPU_LAYER is a UserError.
+    Returns the library's layer, or None for a library built before run-time dispatch (registered all the same)."""
+    try:
+        choice = read_cpu_layer(library)
+    except UserError:
+        options.register_custom_ops_library(str(library))
+        return None
     if choice.refused:
         raise UserError(f"{Path(library).name}: {choice.reason}")
     options.register_custom_ops_library(str(library))

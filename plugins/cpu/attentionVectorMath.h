@@ -1,13 +1,13 @@
 // Vector math shared by the CPU attention kernels (windowAttentionCpu.cpp, deformAttentionCpu.cpp): one
-// vector layer chosen at compile time (AVX-512, else AVX2 + FMA, else a portable 4-lane one in GCC vector
-// extensions), a Cephes-style vector exp, fp32 / fp16 rows, and one head's attention for a block of query rows:
+// vector layer per compilation, as DAT_CPU_LAYER_LEVEL says (cpuLayer.h: AVX-512, AVX2 + FMA, or a portable 4-lane
+// one in GCC vector extensions), a Cephes-style vector exp, fp32 / fp16 rows, and one head's attention for a block of query rows:
 //   S = q k^T + bias      register tiles of R query rows x NV key vectors, k loads shared by the R rows
 //   P = exp(S - max)      1 / sum kept per row; terms below exp(-64) set to exactly 0 (kSoftmaxCutoff)
 //   O = (P v) / sum       register tiles of R query rows x NC channel vectors
 // Keys are padded to a multiple of the vector width with bias -inf and k = 0, so every S row is whole vectors;
 // the padded lanes' exp is 0 and P v only reads real keys.
-// What FloatVec is depends on the compile flags: include this only from the dat_cpu_kernels sources, which all
-// share one set of flags, so each inline function here has a single meaning in the library.
+// What FloatVec is depends on the layer: everything here lives in the layer's own namespace (dat::cpu::avx2, ...),
+// so each inline function has a single meaning per layer in the library.
 #pragma once
 
 #include "cpuLayer.h"
@@ -20,18 +20,6 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
-
-// Intrinsics only where a path below uses them: the AVX-512 and AVX2 + FMA layers, and F16C for fp16 rows (the
-// portable layer must build without them). GCC 12's AVX-512 intrinsics seed their masked builtins with a
-// self-initialised `__Y`, which -Wmaybe-uninitialized (or -Wuninitialized, depending on the caller) reports at the
-// header's lines once inlined (GCC PR 105593, fixed in 13).
-#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__)) || defined(__F16C__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-#endif
 
 namespace dat
 {
@@ -63,7 +51,7 @@ constexpr float kSoftmaxCutoff = -64.f;
 // ---- vector layer ---------------------------------------------------------------------------------------------------
 // Each layer: the tile sizes that fit its register file, FloatVec, and the operations below; vExp is written
 // once on top of them.
-#if defined(__AVX512F__)
+#if DAT_CPU_LAYER_LEVEL == 2
 
 constexpr int kVecWidth = 16;
 constexpr int kScoreRows = 4; // S tile: 4 rows x 4 vectors = 16 accumulators (+ 4 k vectors, 1 broadcast)
@@ -113,7 +101,7 @@ inline FloatVec vPow2(FloatVec n)
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
 }
 
-#elif defined(__AVX2__) && defined(__FMA__)
+#elif DAT_CPU_LAYER_LEVEL == 1
 
 constexpr int kVecWidth = 8;
 // Both tiles are 6 rows x 2 vectors (12 accumulators + 2 k or v vectors + 1 broadcast), the shape of DATGemm's:
@@ -262,7 +250,7 @@ inline void loadRow(float* __restrict__ dst, void const* src, DType type, int64_
     }
     uint16_t const* s = static_cast<uint16_t const*>(src) + offset;
     int64_t i = 0;
-#if defined(__F16C__)
+#if DAT_CPU_LAYER_LEVEL > 0
     for (; i + 8 <= n; i += 8)
     {
         __m256 const f = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<__m128i const*>(s + i)));
@@ -285,7 +273,7 @@ inline void storeRow(void* dst, DType type, int64_t offset, float const* __restr
     }
     uint16_t* d = static_cast<uint16_t*>(dst) + offset;
     int64_t i = 0;
-#if defined(__F16C__)
+#if DAT_CPU_LAYER_LEVEL > 0
     for (; i + 8 <= n; i += 8)
     {
         __m128i const h = _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);

@@ -12,6 +12,8 @@
 //   layer's code with that layer's instructions.
 // - Everything after the pragma (our kernels, attentionVectorMath.h, geluMath.h) lives in namespace
 //   dat::cpu::DAT_CPU_LAYER, so no symbol of one layer can stand in for another's.
+// - In C++ the target pragma does not define __AVX2__, __AVX512F__ and friends (the front end reads the whole file
+//   before the pragma takes effect), so the code picks its vector paths with DAT_CPU_LAYER_LEVEL instead.
 // tests/test_cpu_layers.py disassembles the library and fails if an AVX instruction sits outside a layer namespace.
 #pragma once
 

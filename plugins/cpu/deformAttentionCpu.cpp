@@ -60,7 +60,7 @@ void axisTaps(float qc, float const* __restrict__ pc, int64_t keys, int32_t size
     }
 }
 
-#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#if DAT_CPU_LAYER_LEVEL > 0
 // One vector of bias: wy0 (wx0 a0 + wx1 b0) + wy1 (wx0 a1 + wx1 b1), from the corners (a, b: t[o], t[o+1]; 0, 1: the
 // row and the one below) and the weights at wx0.. (multiplies and adds kept apart, as the AVX-512 path always had).
 inline void storeBilinear(float* row, FloatVec a0, FloatVec b0, FloatVec a1, FloatVec b1, float const* wx0,
@@ -82,7 +82,7 @@ __attribute__((noinline)) void biasRow(float const* __restrict__ t, int64_t pitc
 {
     float const* __restrict__ t1 = t + pitch;
     int64_t n = 0;
-#if defined(__AVX512F__)
+#if DAT_CPU_LAYER_LEVEL == 2
     // Each corner pair (t[o], t[o+1]) is one 64-bit gather element: half the elements of four 32-bit gathers.
     __m512i const even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     __m512i const odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
@@ -101,7 +101,7 @@ __attribute__((noinline)) void biasRow(float const* __restrict__ t, int64_t pitc
         __m512 const b1 = _mm512_permutex2var_ps(r1Lo, odd, r1Hi);
         storeBilinear(row + n, a0, b0, a1, b1, wx0 + n, wx1 + n, wy0 + n, wy1 + n);
     }
-#elif defined(__AVX2__) && defined(__FMA__)
+#elif DAT_CPU_LAYER_LEVEL == 1
     // As above with 4 pairs per 64-bit gather: 8 keys take 4 gathers instead of 32 scalar loads.
     __m256i const pairLo = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
     double const* const pairs0 = reinterpret_cast<double const*>(t);
@@ -138,7 +138,7 @@ __attribute__((noinline)) void biasRow(float const* __restrict__ t, int64_t pitc
     }
 }
 
-#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+#if DAT_CPU_LAYER_LEVEL == 1
 #define DAT_GROUP_BIAS_ROWS 1
 // Every DAT model has 4 heads per group. With the group's 4 table planes interleaved per pixel (t[pixel * 4 + h]),
 // a key's two corners on one table row are 8 consecutive floats for all 4 heads: 4 vector loads make a key's

@@ -60,7 +60,7 @@ void windowPixels(WindowAttentionDims const& dm, int64_t image, int64_t plane, i
     }
 }
 
-#if defined(__AVX512F__)
+#if DAT_CPU_LAYER_LEVEL == 2
 // Fused AVX-512 path for head dim 32 and at most 64 tokens (fp32 in place): per tile of R query rows,
 // S = q k^T + bias (R rows x NV key vectors in registers), the softmax in registers (P to a small buffer), then
 // O = P v / sum (R rows x 2 channel vectors), straight into the output rows. R = 7 divides DAT's 49 tokens.
@@ -231,7 +231,7 @@ void windowAttention(
     // fp32 k is transposed straight from qkv, with int32 offsets in an image.
     bool const gatherK = qkvType == DType::kFloat32 && plane * qkvRow <= std::numeric_limits<int32_t>::max();
 
-#if defined(__AVX512F__)
+#if DAT_CPU_LAYER_LEVEL == 2
     bool const fused = direct && gatherK && dims == kFusedDims && tokensPad <= kFusedKeys;
 #else
     bool const fused = false;
@@ -315,7 +315,7 @@ void windowAttention(
             }
             // S starts as the (T, T) bias, -inf at the padded keys.
             float const* headBias = biasData + windowBiasOffset(dm, image % windows, h);
-#if defined(__AVX512F__)
+#if DAT_CPU_LAYER_LEVEL == 2
             if (fused)
             {
                 // The next unit's q slices (same window, next head; or the next window's first head).
