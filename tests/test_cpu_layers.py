@@ -189,3 +189,15 @@ def test_runtime_requirements_are_the_newest_versions_objdump_lists(library):
     needs = runtime_requirements(library)
     assert needs["glibc"] == newest("GLIBC")
     assert needs["glibcxx"] == newest("GLIBCXX")
+
+
+def test_doctor_says_which_layer_runs_and_why(library, monkeypatch):
+    from dat_deploy import native
+    from dat_deploy.doctor import check_plugins
+
+    monkeypatch.setenv("DAT_DEPLOY_ORT_OPS", str(library))
+    choice = read_cpu_layer(library)
+    (entry,) = [c for c in check_plugins() if c.name == "CPU kernel layer"]
+    assert entry.status == "ok" and entry.detail.startswith(f"{choice.layer}: {choice.reason}")
+    assert "DAT_DEPLOY_CPU_LAYER" in entry.fix
+    assert native.bundled_build_info() is None  # a source checkout: no wheel's libraries
