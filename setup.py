@@ -18,8 +18,12 @@ import sys
 from pathlib import Path
 
 from setuptools import Distribution, setup
-from setuptools.command.bdist_wheel import bdist_wheel
 from setuptools.command.build_py import build_py
+
+try:
+    from setuptools.command.bdist_wheel import bdist_wheel  # setuptools >= 70.1 (what pyproject.toml asks for)
+except ImportError:  # an older setuptools in a --no-build-isolation build
+    from wheel.bdist_wheel import bdist_wheel
 
 HERE = Path(__file__).resolve().parent
 
