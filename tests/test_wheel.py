@@ -62,9 +62,10 @@ def test_wheel_runs_export_and_validate_without_a_toolchain(tmp_path):
     assert Path(library).is_relative_to(venv) and tools == [None] * len(TOOLCHAIN)
 
     cli = str(venv / "bin" / "dat-deploy")
-    _run([cli, "export", "--variant", "dat_t", "--flavor", "plugin", "-o", "models", "--name", "dat_t_plugin"], env,
+    # the tiny DAT++ digits variant: its plugin flavour has DATDeformSample and DATDeformAttention nodes
+    _run([cli, "export", "--variant", "dat_pp_digits", "--flavor", "plugin", "-o", "models", "--name", "tiny_plugin"], env,
          work, 1200)
-    validated = _run([cli, "validate", "models/dat_t_plugin", "--batch", "2", "--no-images"], env, work, 1200)
+    validated = _run([cli, "validate", "models/tiny_plugin", "--batch", "2", "--no-images"], env, work, 1200)
     assert "PASSED" in validated.stdout
     assert not (tmp_path / "empty-cache").exists()  # nothing was built: the wheel's library ran
     doctor = _run([cli, "doctor"], env, work, 300).stdout
