@@ -18,6 +18,7 @@ from dat_deploy.commands import (  # noqa: F401  (importing registers the comman
     plugins_cmds,
     profile_cmds,
     serve_cmds,
+    server_cmds,
     trt_cmds,
 )
 from dat_deploy.commands._app import app
