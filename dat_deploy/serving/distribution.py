@@ -59,12 +59,19 @@ class TritonDistribution:
         return self.root / "python_backend_stubs" / version / "triton_python_backend_stub"
 
 
-def find_triton() -> TritonDistribution:
-    """The bundled server, or ServerMissing with the line that says how to install it."""
+def _pytriton_folder() -> Path | None:
     spec = importlib.util.find_spec("pytriton")  # finds the folder without importing pytriton (numpy<2)
     if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def find_triton() -> TritonDistribution:
+    """The bundled server, or ServerMissing with the line that says how to install it."""
+    folder = _pytriton_folder()
+    if folder is None:
         raise ServerMissing(INSTALL_HINT)
-    dist = TritonDistribution(Path(list(spec.submodule_search_locations)[0]) / "tritonserver")
+    dist = TritonDistribution(folder / "tritonserver")
     if not dist.binary.is_file() or not (dist.python_backend / "libtriton_python.so").is_file():
         raise ServerMissing(INSTALL_HINT)
     if not dist.stub().is_file():

@@ -67,6 +67,8 @@ def triton_command(dist: TritonDistribution, repository: Path, backends: Path, e
         f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
         f"--exit-timeout-secs={exit_timeout_s}", "--strict-readiness=true",
         f"--log-info={'true' if verbose else 'false'}",
+        # CPU serving: no pinned host memory, no GPU metrics (both only warn without a GPU)
+        "--pinned-memory-pool-byte-size=0", "--allow-gpu-metrics=false",
     ]
     if endpoints.metrics_port is None:
         command.append("--allow-metrics=false")
