@@ -283,3 +283,49 @@ def test_sigkill_gives_connection_errors_never_wrong_answers_and_a_restart_serve
         assert not leftovers  # the restarted server removed what the killed one left
     finally:
         restarted.stop()
+
+
+def test_a_port_in_use_is_named_and_nothing_starts(model_folder):
+    skip_unless_server_runs()
+    import socket
+    import subprocess
+
+    from serving_helpers import REPO_ROOT, free_ports
+
+    http_port, grpc_port, metrics_port = free_ports(3)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", grpc_port))
+        taken.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "dat_deploy.cli", "serve", str(model_folder), "--http-port", str(http_port),
+             "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port)],
+            capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{grpc_port} (Address already in use): choose another --grpc-port."]
+
+
+def test_the_served_repository_carries_the_settings(model_folder, tmp_path):
+    """What `serve` hands Triton, parsed with Triton's own ModelConfig schema (no server needed)."""
+    model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+    from google.protobuf import text_format
+
+    from dat_deploy.serving.repository import ServeSettings, write_serving_repository
+
+    settings = ServeSettings(max_batch=4, max_queue_delay_us=2500, instances=2, threads=3, topk=7)
+    served = write_serving_repository([model_folder], tmp_path / "repo", settings)
+    assert [(m.name, m.images_model, m.max_batch_size) for m in served] == [("small", "small_images", 4)]
+
+    def parse(name):
+        return text_format.Parse((tmp_path / "repo" / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+
+    tensor, images = parse("small"), parse("small_images")
+    assert tensor.platform == "onnxruntime_onnx" and tensor.max_batch_size == 4
+    assert tensor.dynamic_batching.max_queue_delay_microseconds == 2500
+    assert [(g.kind, g.count) for g in tensor.instance_group] == [(model_config_pb2.ModelInstanceGroup.KIND_CPU, 2)]
+    assert tensor.parameters["intra_op_thread_count"].string_value == "3"
+    assert images.backend == "python" and images.max_batch_size == 4
+    assert [(t.name, list(t.dims)) for t in images.output] == [("labels", [7]), ("probabilities", [7]), ("indices", [7])]
+    assert images.parameters["tensor_model"].string_value == "small"
+    assert images.parameters["input_size"].string_value == "32"
+    assert (tmp_path / "repo" / "small_images" / "1" / "model.py").is_file()

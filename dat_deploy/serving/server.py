@@ -12,6 +12,7 @@ import ctypes
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -78,6 +79,22 @@ def triton_command(dist: TritonDistribution, repository: Path, backends: Path, e
     return command
 
 
+def check_ports_free(endpoints: Endpoints) -> None:
+    """A port in use is the commonest start failure: name it before Triton prints a page of log about it."""
+    ports = [("--http-port", endpoints.http_port), ("--grpc-port", endpoints.grpc_port),
+             ("--metrics-port", endpoints.metrics_port)]
+    for option, port in ports:
+        if port is None:
+            continue
+        with socket.socket(socket.AF_INET6 if ":" in endpoints.address else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Triton binds: TIME_WAIT is no conflict
+            try:
+                probe.bind((endpoints.address, port))
+            except OSError as exc:
+                raise UserError(f"cannot listen on {endpoints.address}:{port} ({exc.strerror}): "
+                                 f"choose another {option}.") from None
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
@@ -128,6 +145,7 @@ def serve(sources: Sequence[str | os.PathLike], endpoints: Endpoints, settings: 
     """Serve the model folders until SIGTERM / SIGINT; returns Triton's exit code (0 after a clean stop)."""
     dist = find_triton()
     require_numpy_1()
+    check_ports_free(endpoints)
     remove_stale_files()
     workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
     process = None
