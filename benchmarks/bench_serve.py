@@ -65,6 +65,12 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def machine_slug() -> str:
+    """'amd-epyc': the CPU model, for the report's file name."""
+    words = "".join(c if c.isalnum() else "-" for c in cpu_model().lower()).split("-")
+    return "-".join(w for w in words if w) or "cpu"
+
+
 def model_folder(args, log) -> Path:
     if args.model:
         return args.model
@@ -262,7 +268,7 @@ def main(argv=None) -> int:
     report = "\n".join(lines)
     print(report)
     output = args.output or REPO / "benchmarks" / "results" / (
-        f"{datetime.now(timezone.utc):%Y-%m-%d}-{platform.node() or 'machine'}-serve.md")
+        f"{datetime.now(timezone.utc):%Y-%m-%d-%H%M}-{machine_slug()}-serve.md")
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=output.parent, delete=False, suffix=".partial") as handle:
         handle.write(report)
