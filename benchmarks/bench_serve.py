@@ -49,7 +49,7 @@ def parse_args(argv=None):
                              "machine, 100 us sends part batches, which cost more per image")
     parser.add_argument("--instances", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads per instance")
-    parser.add_argument("--baseline-batches", default="1,4,8,16")
+    parser.add_argument("--baseline-batches", default="4,8,16")
     parser.add_argument("--baseline-images", type=int, default=48, help="images per baseline batch-size run")
     parser.add_argument("--goal", type=float, default=0.85, help="server / in-process throughput to pass")
     parser.add_argument("--atol", type=float, default=1e-4)
