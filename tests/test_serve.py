@@ -32,7 +32,7 @@ def test_serve_without_the_server_says_how_to_install_it(monkeypatch, capsys):
         cli.main()
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "pip install --no-deps nvidia-pytriton" in err
+    assert len(err.splitlines()) == 1 and "pip install 'dat-deploy[serve]'" in err
 
 
 @pytest.fixture(scope="module")

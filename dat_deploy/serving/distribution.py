@@ -2,7 +2,8 @@
 
 The wheel carries a real `tritonserver` binary (Triton 2.51), its libraries and the python backend
 (`libtriton_python.so` plus one stub per Python version). We run that binary ourselves and never import
-`pytriton`, so its `numpy<2` requirement does not matter to us: `pip install --no-deps nvidia-pytriton`.
+`pytriton`; its `numpy<2` pin still holds for us, because the python backend's stub is built against numpy 1.x
+(see server.require_numpy_1).
 
 A backend folder for Triton's `--backend-directory` is assembled per server start:
 
@@ -26,8 +27,8 @@ from pathlib import Path
 
 from dat_deploy.errors import UserError
 
-INSTALL_HINT = ("the Triton server is not installed: run `pip install --no-deps nvidia-pytriton` "
-                "(it ships the server binary; --no-deps keeps your numpy) and `pip install 'dat-deploy[serve]'`.")
+INSTALL_HINT = ("the Triton server is not installed: run `pip install 'dat-deploy[serve]'` in an environment of its "
+                "own (it brings the server binary in nvidia-pytriton, and numpy<2, which its python backend needs).")
 _MODELS = Path(__file__).parent / "triton_models"
 ONNXRUNTIME_BACKEND_SOURCE = _MODELS / "onnxruntime_backend.py"
 IMAGE_MODEL_SOURCE = _MODELS / "image_classifier.py"
