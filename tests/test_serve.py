@@ -178,13 +178,22 @@ def test_an_undecodable_image_fails_only_its_own_request(server, reference):
         assert answers[i] == list(reference.predict([images[i]], topk=5)[0].indices)
 
 
+def _pending(server) -> int:
+    """Triton's gauge of requests queued for `small`, from the Prometheus endpoint."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5) as answer:
+        for line in answer.read().decode().splitlines():
+            if line.startswith('nv_inference_pending_request_count{model="small"'):
+                return int(float(line.rsplit(" ", 1)[1]))
+    return 0
+
+
 def test_sigterm_answers_the_requests_in_flight_and_exits_0(model_folder, reference, tmp_path):
-    """Requests waiting in the batcher (1.5 s queue delay) when SIGTERM arrives are still answered."""
+    """Requests waiting in the batcher (3 s queue delay) when SIGTERM arrives are still answered."""
     skip_unless_server_runs()
     import psutil
     import tritonclient.grpc as grpcclient
 
-    server = ServeProcess([model_folder], "--max-queue-delay-us", "1500000").wait_ready()
+    server = ServeProcess([model_folder], "--max-queue-delay-us", "3000000").wait_ready()
     try:
         triton = server.triton_pid()
         client = grpcclient.InferenceServerClient(server.grpc)
@@ -201,7 +210,10 @@ def test_sigterm_answers_the_requests_in_flight_and_exits_0(model_folder, refere
             tensor = grpcclient.InferInput("input", list(x.shape), "FP32")
             tensor.set_data_from_numpy(x)
             client.async_infer("small", [tensor], callback(i), client_timeout=60)
-        time.sleep(0.5)  # all six sit in the queue, waiting for a batch of 8 or the delay
+        deadline = time.monotonic() + 2.5
+        while _pending(server) < len(inputs):  # all six sit in the queue, waiting for a batch of 8 or the delay
+            assert time.monotonic() < deadline, "the requests did not reach the server's queue in time"
+            time.sleep(0.05)
         server.signal(signal.SIGTERM)
         for _ in inputs:
             assert done.acquire(timeout=60)
