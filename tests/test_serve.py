@@ -341,3 +341,23 @@ def test_the_served_repository_carries_the_settings(model_folder, tmp_path):
     assert images.parameters["tensor_model"].string_value == "small"
     assert images.parameters["input_size"].string_value == "32"
     assert (tmp_path / "repo" / "small_images" / "1" / "model.py").is_file()
+
+
+def test_files_of_a_killed_server_are_removed_and_a_running_ones_kept(tmp_path):
+    import os
+    import subprocess
+
+    from dat_deploy.serving.server import SHM_PREFIX, WORKDIR_PREFIX, remove_stale_files
+
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    dead, alive = finished.pid, os.getpid()
+    tmp, shm = tmp_path / "tmp", tmp_path / "shm"
+    tmp.mkdir(), shm.mkdir()
+    for pid in (dead, alive):
+        (tmp / f"{WORKDIR_PREFIX}{pid}-abc" / "models").mkdir(parents=True)
+        (shm / f"{SHM_PREFIX}{pid}_small_0_0").write_bytes(b"region")
+    (tmp / "unrelated-folder").mkdir()
+    remove_stale_files(tmp, shm)
+    assert sorted(p.name for p in tmp.iterdir()) == sorted([f"{WORKDIR_PREFIX}{alive}-abc", "unrelated-folder"])
+    assert [p.name for p in shm.iterdir()] == [f"{SHM_PREFIX}{alive}_small_0_0"]
