@@ -216,7 +216,14 @@ def main(argv=None) -> int:
         counts_before = batch_counts(client, name)
         log(f"load: {args.clients} clients x {args.requests} requests ...")
         latencies, answers, wall = load(grpc_url, name, input_name, output_name, inputs, args.clients, args.requests)
-        counts_after = batch_counts(client, name)
+        answered = sum(not isinstance(a, Exception) for a in answers.values())
+        deadline = time.monotonic() + 10
+        while True:  # Triton counts an execution after its responses went out: wait for the last one
+            counts_after = batch_counts(client, name)
+            done = sum(b * (n - counts_before.get(b, 0)) for b, n in counts_after.items())
+            if done >= answered or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         client.close()
     finally:
         server.send_signal(signal.SIGTERM)
