@@ -10,6 +10,9 @@ mixed-up or wrong answer fails the run. Reported: throughput, latency p50/p90/p9
 formed (its statistics API, before/after difference), and the in-process `dat_deploy.api.Classifier`
 throughput at its best batch size, measured in the same run before and after the server run (the machine may
 be shared; the mean of the two is the baseline). Clients are gRPC, one client per thread, in this process.
+CPU seconds per image (the server process tree plus the clients, against the in-process run) are reported
+too: on a machine shared with other work, throughput follows the share of the cores each side gets, while CPU
+time per image is what the serving path itself costs.
 Exit code 1 if an answer is wrong or missing, or the throughput ratio is below --goal.
 """
 
@@ -86,17 +89,34 @@ def model_folder(args, log) -> Path:
     return folder
 
 
-def baseline(classifier, inputs: np.ndarray, batches: list[int], images: int) -> dict[int, float]:
-    """Images/s of Classifier.predict_batch per batch size (one warm-up call each, then `images` images)."""
-    rates = {}
+def baseline(classifier, inputs: np.ndarray, batches: list[int], images: int) -> tuple[dict[int, float], dict[int, float]]:
+    """Per batch size: images/s of Classifier.predict_batch, and CPU seconds per image (this process, all its
+    threads). One warm-up call each, then `images` images."""
+    rates, cpu = {}, {}
     for size in batches:
         count = max(size, images // size * size)
         classifier.predict_batch(inputs[:size])
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         for first in range(0, count, size):
             classifier.predict_batch(inputs[first % len(inputs):][:size])
         rates[size] = count / (time.perf_counter() - start)
-    return rates
+        cpu[size] = (time.process_time() - start_cpu) / count
+    return rates, cpu
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and all its descendants (serve, tritonserver, the python stubs)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
 
 
 def free_ports(count: int) -> list[int]:
@@ -198,7 +218,7 @@ def main(argv=None) -> int:
     batches = [int(b) for b in args.baseline_batches.split(",")]
 
     log(f"in-process baseline ({backend.name}, batches {batches}) ...")
-    before = baseline(classifier, inputs, batches, args.baseline_images)
+    before, cpu_before = baseline(classifier, inputs, batches, args.baseline_images)
     log("  " + ", ".join(f"b{b}: {r:.2f} img/s" for b, r in before.items()))
     log(f"reference answers: {total} inputs, in-process, one call after another ...")
     best = max(before, key=before.get)
@@ -215,7 +235,9 @@ def main(argv=None) -> int:
         load(grpc_url, name, input_name, output_name, inputs[:2 * args.max_batch], 2 * args.max_batch, 1)  # warm-up
         counts_before = batch_counts(client, name)
         log(f"load: {args.clients} clients x {args.requests} requests ...")
+        server_cpu, clients_cpu = tree_cpu_seconds(server.pid), time.process_time()
         latencies, answers, wall = load(grpc_url, name, input_name, output_name, inputs, args.clients, args.requests)
+        server_cpu, clients_cpu = tree_cpu_seconds(server.pid) - server_cpu, time.process_time() - clients_cpu
         answered = sum(not isinstance(a, Exception) for a in answers.values())
         deadline = time.monotonic() + 10
         while True:  # Triton counts an execution after its responses went out: wait for the last one
@@ -232,7 +254,7 @@ def main(argv=None) -> int:
     formed = {b: n for b, n in sorted(formed.items()) if n}
 
     log("in-process baseline again ...")
-    after = baseline(classifier, inputs, batches, args.baseline_images)
+    after, cpu_after = baseline(classifier, inputs, batches, args.baseline_images)
     log("  " + ", ".join(f"b{b}: {r:.2f} img/s" for b, r in after.items()))
 
     errors = [i for i in range(total) if isinstance(answers.get(i), Exception) or i not in answers]
@@ -242,6 +264,8 @@ def main(argv=None) -> int:
     mean_rates = {b: (before[b] + after[b]) / 2 for b in batches}
     best = max(mean_rates, key=mean_rates.get)
     ratio = throughput / mean_rates[best]
+    cpu_per_image = (server_cpu + clients_cpu) / max(1, len(latencies))
+    cpu_baseline = (cpu_before[best] + cpu_after[best]) / 2
     passed = not errors and not wrong and ratio >= args.goal and server_exit == 0
 
     lines = [
@@ -269,6 +293,9 @@ def main(argv=None) -> int:
         + "; ".join(f"b{b}: {before[b]:.2f} / {after[b]:.2f}" for b in batches) + " |",
         f"| baseline: best batch {best}, mean of before and after | {mean_rates[best]:.2f} img/s |",
         f"| server / in-process | **{ratio:.3f}** (goal >= {args.goal}) |",
+        f"| CPU seconds per image: server processes + clients / in-process at batch {best} | "
+        f"{cpu_per_image:.3f} ({server_cpu / max(1, len(latencies)):.3f} + {clients_cpu / max(1, len(latencies)):.3f}) "
+        f"/ {cpu_baseline:.3f}: the server costs **{cpu_per_image / cpu_baseline:.3f}x** the CPU time per image |",
         f"| server exit code after SIGTERM | {server_exit} |",
         f"| result | {'PASSED' if passed else 'FAILED'} |",
         "",
