@@ -8,8 +8,9 @@ Every request carries its own input (seeded, distinct per request) and its answe
 in-process result for that same input, computed one call after another before the server starts: a lost,
 mixed-up or wrong answer fails the run. Reported: throughput, latency p50/p90/p99, the batch sizes Triton
 formed (its statistics API, before/after difference), and the in-process `dat_deploy.api.Classifier`
-throughput at its best batch size, measured in the same run before and after the server run (the machine may
-be shared; the mean of the two is the baseline). Clients are gRPC, one client per thread, in this process.
+throughput at its best batch size (chosen by a first sweep) in the same run: the load is split into rounds,
+each followed by the in-process run on as many images, so on a machine shared with other work both sides
+sample the same minutes. Clients are gRPC, one client per thread, in this process.
 CPU seconds per image (the server process tree plus the clients, against the in-process run) are reported
 too: on a machine shared with other work, throughput follows the share of the cores each side gets, while CPU
 time per image is what the serving path itself costs.
@@ -53,7 +54,10 @@ def parse_args(argv=None):
     parser.add_argument("--instances", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads per instance")
     parser.add_argument("--baseline-batches", default="4,8,16")
-    parser.add_argument("--baseline-images", type=int, default=48, help="images per baseline batch-size run")
+    parser.add_argument("--baseline-images", type=int, default=32, help="images per batch size in the first sweep")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="the load is split into rounds, each followed by the in-process baseline on as many "
+                             "images, so both sample the same minutes of a shared machine")
     parser.add_argument("--goal", type=float, default=0.85, help="server / in-process throughput to pass")
     parser.add_argument("--atol", type=float, default=1e-4)
     parser.add_argument("--output", type=Path, default=None, help="markdown report (default: benchmarks/results/)")
@@ -158,8 +162,10 @@ def batch_counts(client, name: str) -> dict[int, int]:
 
 
 def load(grpc_url: str, name: str, input_name: str, output_name: str, inputs: np.ndarray, clients: int,
-         requests: int) -> tuple[list[float], dict[int, object], float]:
-    """Each client thread sends its `requests` inputs one after another; returns latencies, answers, wall time."""
+         requests: int, first: int = 0, count: int | None = None) -> tuple[list[float], dict[int, object], float]:
+    """Client w sends its inputs w * requests + first ... + count - 1 one after another (all of them by default);
+    returns latencies, answers by input index, wall time."""
+    count = requests - first if count is None else count
     import tritonclient.grpc as grpcclient
 
     latencies: list[float] = []
@@ -170,7 +176,7 @@ def load(grpc_url: str, name: str, input_name: str, output_name: str, inputs: np
     def client_loop(worker: int):
         client = grpcclient.InferenceServerClient(grpc_url)  # one client per thread
         barrier.wait()
-        for i in range(requests):
+        for i in range(first, first + count):
             index = worker * requests + i
             tensor = grpcclient.InferInput(input_name, [1, *inputs.shape[1:]], "FP32")
             tensor.set_data_from_numpy(inputs[index:index + 1])
@@ -218,7 +224,7 @@ def main(argv=None) -> int:
     batches = [int(b) for b in args.baseline_batches.split(",")]
 
     log(f"in-process baseline ({backend.name}, batches {batches}) ...")
-    before, cpu_before = baseline(classifier, inputs, batches, args.baseline_images)
+    before, _ = baseline(classifier, inputs, batches, args.baseline_images)
     log("  " + ", ".join(f"b{b}: {r:.2f} img/s" for b, r in before.items()))
     log(f"reference answers: {total} inputs, in-process, one call after another ...")
     best = max(before, key=before.get)
@@ -234,10 +240,28 @@ def main(argv=None) -> int:
         input_name, output_name = metadata.inputs[0].name, metadata.outputs[0].name
         load(grpc_url, name, input_name, output_name, inputs[:2 * args.max_batch], 2 * args.max_batch, 1)  # warm-up
         counts_before = batch_counts(client, name)
-        log(f"load: {args.clients} clients x {args.requests} requests ...")
-        server_cpu, clients_cpu = tree_cpu_seconds(server.pid), time.process_time()
-        latencies, answers, wall = load(grpc_url, name, input_name, output_name, inputs, args.clients, args.requests)
-        server_cpu, clients_cpu = tree_cpu_seconds(server.pid) - server_cpu, time.process_time() - clients_cpu
+        log(f"load: {args.clients} clients x {args.requests} requests in {args.rounds} rounds, each followed by "
+            f"the in-process Classifier at batch {best} on as many images ...")
+        latencies, answers, wall, server_cpu, clients_cpu = [], {}, 0.0, 0.0, 0.0
+        local_images, local_wall, local_cpu = 0, 0.0, 0.0
+        bounds = np.linspace(0, args.requests, args.rounds + 1).astype(int)
+        for first, last in zip(bounds[:-1], bounds[1:]):
+            tree, own = tree_cpu_seconds(server.pid), time.process_time()
+            lat, ans, seconds = load(grpc_url, name, input_name, output_name, inputs, args.clients, args.requests,
+                                     int(first), int(last - first))
+            server_cpu += tree_cpu_seconds(server.pid) - tree
+            clients_cpu += time.process_time() - own
+            latencies += lat
+            answers.update(ans)
+            wall += seconds
+            time.sleep(0.2)  # the server's onnxruntime threads stop spinning before the local run
+            images = args.clients * int(last - first)
+            rates, cpu = baseline(classifier, inputs, [best], images)
+            local_images += images
+            local_wall += images / rates[best]
+            local_cpu += cpu[best] * images
+            log(f"  round: server {len(lat) / seconds:.2f} img/s, in-process {rates[best]:.2f} img/s")
+            time.sleep(0.2)
         answered = sum(not isinstance(a, Exception) for a in answers.values())
         deadline = time.monotonic() + 10
         while True:  # Triton counts an execution after its responses went out: wait for the last one
@@ -253,19 +277,14 @@ def main(argv=None) -> int:
     formed = {b: counts_after.get(b, 0) - counts_before.get(b, 0) for b in counts_after}
     formed = {b: n for b, n in sorted(formed.items()) if n}
 
-    log("in-process baseline again ...")
-    after, cpu_after = baseline(classifier, inputs, batches, args.baseline_images)
-    log("  " + ", ".join(f"b{b}: {r:.2f} img/s" for b, r in after.items()))
-
     errors = [i for i in range(total) if isinstance(answers.get(i), Exception) or i not in answers]
     wrong = [i for i in range(total) if i not in errors
              and not np.allclose(answers[i][0], reference[i], rtol=args.atol, atol=args.atol)]
     throughput = len(latencies) / wall
-    mean_rates = {b: (before[b] + after[b]) / 2 for b in batches}
-    best = max(mean_rates, key=mean_rates.get)
-    ratio = throughput / mean_rates[best]
+    local_rate = local_images / local_wall
+    ratio = throughput / local_rate
     cpu_per_image = (server_cpu + clients_cpu) / max(1, len(latencies))
-    cpu_baseline = (cpu_before[best] + cpu_after[best]) / 2
+    cpu_baseline = local_cpu / local_images
     passed = not errors and not wrong and ratio >= args.goal and server_exit == 0
 
     lines = [
@@ -289,9 +308,10 @@ def main(argv=None) -> int:
         f"| latency p50 / p90 / p99 | {percentile(latencies, 50) * 1e3:.0f} / {percentile(latencies, 90) * 1e3:.0f} / "
         f"{percentile(latencies, 99) * 1e3:.0f} ms |",
         f"| batch sizes Triton formed (size: executions) | {', '.join(f'{b}: {n}' for b, n in formed.items())} |",
-        f"| in-process Classifier ({backend.name}), img/s before / after, per batch | "
-        + "; ".join(f"b{b}: {before[b]:.2f} / {after[b]:.2f}" for b in batches) + " |",
-        f"| baseline: best batch {best}, mean of before and after | {mean_rates[best]:.2f} img/s |",
+        f"| in-process Classifier ({backend.name}) before the run, per batch | "
+        + "; ".join(f"b{b}: {before[b]:.2f} img/s" for b in batches) + " |",
+        f"| baseline: in-process at batch {best}, run between the server's rounds on as many images | "
+        f"{local_rate:.2f} img/s |",
         f"| server / in-process | **{ratio:.3f}** (goal >= {args.goal}) |",
         f"| CPU seconds per image: server processes + clients / in-process at batch {best} | "
         f"{cpu_per_image:.3f} ({server_cpu / max(1, len(latencies)):.3f} + {clients_cpu / max(1, len(latencies)):.3f}) "
