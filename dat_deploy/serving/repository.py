@@ -19,6 +19,7 @@ from dat_deploy.serving.distribution import IMAGE_MODEL_SOURCE
 
 IMAGES_SUFFIX = "_images"
 IMAGE_INPUT = "image"
+DAT_DEPLOY_PATH = str(Path(__file__).resolve().parents[2])  # the models Triton runs import this same dat_deploy
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class ServedModel:
 
 def write_serving_repository(sources: Sequence[str | os.PathLike], repository: Path, settings: ServeSettings,
                              models_root: Path = Path("models")) -> list[ServedModel]:
-    from dat_deploy import triton_repo
+    from dat_deploy.triton import repository as triton_repo
 
     result = triton_repo.gather(sources, repository, models_root=models_root)
     served = []
@@ -53,7 +54,7 @@ def write_serving_repository(sources: Sequence[str | os.PathLike], repository: P
         if model.kind != "onnxruntime":
             raise UserError(f"{model.name} is a TensorRT engine: the Triton that nvidia-pytriton ships has no TensorRT "
                             "backend. Serve it with the container command `dat-deploy triton` prints.")
-        served.append(_apply_settings(model.path, settings, triton_repo))
+        served.append(_apply_settings(model.path, settings))
     names = {m.name for m in served}
     for model in served:
         companion = model.name + IMAGES_SUFFIX
@@ -69,8 +70,10 @@ def write_serving_repository(sources: Sequence[str | os.PathLike], repository: P
     return served
 
 
-def _apply_settings(folder: Path, settings: ServeSettings, triton_repo) -> ServedModel:
-    config = triton_repo.load_config(folder / "config.pbtxt")
+def _apply_settings(folder: Path, settings: ServeSettings) -> ServedModel:
+    from dat_deploy.triton.config import config_text, load_config
+
+    config = load_config(folder / "config.pbtxt")
     if settings.max_batch is not None:
         if config.max_batch_size <= 0:
             raise UserError(f"{folder.name} was exported with a fixed batch (max_batch_size 0): --max-batch needs a "
@@ -86,19 +89,21 @@ def _apply_settings(folder: Path, settings: ServeSettings, triton_repo) -> Serve
     del config.instance_group[:]
     config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_CPU, count=settings.instances)
     config.parameters["intra_op_thread_count"].string_value = str(settings.intra_op_threads())
+    config.parameters["dat_deploy_path"].string_value = DAT_DEPLOY_PATH  # the backend sets up sessions as we do
     libraries = [str(folder / Path(name).name) for name in config.model_operations.op_library_filename]
     del config.model_operations.op_library_filename[:]
     config.model_operations.op_library_filename.extend(libraries)  # this machine's copy, not the container path
-    (folder / "config.pbtxt").write_text(triton_repo.config_text(config), encoding="utf-8")
+    (folder / "config.pbtxt").write_text(config_text(config), encoding="utf-8")
     return ServedModel(folder.name, config.input[0].name, config.output[0].name, config.max_batch_size)
 
 
 def _classifier_info(folder: Path):
     """The preprocessing a classifier export records, or why the folder gets no image companion."""
-    from dat_deploy.api import read_model_info, resolve_artifact
+    from dat_deploy.api import model_info
+    from dat_deploy.artifacts import open_artifact
 
     try:
-        return read_model_info(resolve_artifact(folder))
+        return model_info(open_artifact(folder))
     except UserError as exc:
         return str(exc)
 
@@ -119,7 +124,7 @@ def _write_images_model(folder: Path, tensor: ServedModel, info, settings: Serve
         "tensor_model": tensor.name, "tensor_input": tensor.input, "tensor_output": tensor.output,
         "tensor_max_batch": tensor.max_batch_size, "input_size": info.input_size, "resize_size": info.resize_size,
         "mean": json.dumps(list(info.mean)), "std": json.dumps(list(info.std)), "num_classes": info.num_classes,
-        "topk": topk, "dat_deploy_path": str(Path(__file__).resolve().parents[2]),
+        "topk": topk, "dat_deploy_path": DAT_DEPLOY_PATH,
     }
     for key, value in parameters.items():
         config.parameters[key].string_value = str(value)

@@ -14,11 +14,16 @@ config that the C++ backend reads and that dat-deploy writes:
 
 Triton's scheduler forms the dynamic batches; `execute` gets the batch's requests, runs them as one
 onnxruntime call and splits the outputs back. Only the CPU execution provider is used.
-Nothing here imports dat_deploy: the file runs in any Triton python-backend stub with onnxruntime installed.
+
+Where dat_deploy is importable (under `dat-deploy serve`, whose configs also name its folder in the parameter
+`dat_deploy_path`), a graph with `dat` ops gets the session setup dat-deploy's own OrtBackend makes: the op
+library registered through its CPU-layer check and the CPU rewrites decided for this CPU at load time.
+Elsewhere the file needs only onnxruntime and numpy.
 """
 
 import json
 import os
+import sys
 
 import numpy as np
 import onnxruntime as ort
@@ -44,6 +49,29 @@ def _op_libraries(config, model_folder):
     return libraries
 
 
+def _dat_deploy_session_model(config, path, options, libraries):
+    """The graph as dat-deploy's OrtBackend would run it (bytes, or the path), with the libraries registered;
+    None where dat_deploy is not importable or there is no op library."""
+    extra = _parameter(config, "dat_deploy_path")
+    if extra and extra not in sys.path:
+        sys.path.insert(0, extra)
+    if not libraries:
+        return None
+    try:
+        import onnx
+        from dat_deploy.graph.cpu_fusions import fused_session_model
+        from dat_deploy.native.cpu_layer import register_ort_ops
+    except ImportError:
+        if extra:  # under dat-deploy serve: serve as dat-deploy runs it, or not at all
+            raise
+        return None
+    layer = None
+    for library in libraries:
+        layer = register_ort_ops(options, library) or layer
+    fused, _ = fused_session_model(onnx.load(path), layer=layer)  # decided on this CPU, at load time
+    return fused or path
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -56,9 +84,13 @@ class TritonPythonModel:
             options.intra_op_num_threads = intra
         if inter > 0:
             options.inter_op_num_threads = inter
-        for library in _op_libraries(config, folder):
-            options.register_custom_ops_library(library)
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        libraries = _op_libraries(config, folder)
+        source = _dat_deploy_session_model(config, path, options, libraries)
+        if source is None:
+            for library in libraries:
+                options.register_custom_ops_library(library)
+            source = path
+        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self.batched = config.get("max_batch_size", 0) > 0
         self.inputs = [tensor["name"] for tensor in config["input"]]
         self.outputs = [(tensor["name"], pb_utils.triton_string_to_numpy(tensor["data_type"]))
