@@ -17,6 +17,7 @@ from dat_deploy.commands import (  # noqa: F401  (importing registers the comman
     model_cmds,
     plugins_cmds,
     profile_cmds,
+    quantize_cmds,
     serve_cmds,
     server_cmds,
     trt_cmds,

@@ -59,12 +59,19 @@ def validate_command(
     atol: Optional[float] = typer.Option(None, "--atol"),
     rtol: Optional[float] = typer.Option(None, "--rtol"),
     min_cosine: Optional[float] = typer.Option(None, "--min-cosine"),
+    min_mean_cosine: Optional[float] = typer.Option(None, "--min-mean-cosine", help="Mean per-image logit cosine (int8: 0.99)."),
+    min_image_cosine: Optional[float] = typer.Option(None, "--min-image-cosine", help="Smallest per-image logit cosine (int8: 0.98)."),
+    min_top1: Optional[float] = typer.Option(None, "--min-top1", help="Top-1 agreement (fp32 1.0, fp16 0.99, int8 0.6)."),
+    min_top5: Optional[float] = typer.Option(None, "--min-top5", help="Top-5 overlap (int8: 0.7)."),
     images: bool = typer.Option(True, "--images/--no-images", help="Also check the embedded sample photos."),
     providers: Optional[str] = typer.Option(None, "--providers", help="onnxruntime providers, e.g. cpu or cuda,cpu."),
     bisect: bool = typer.Option(False, "--bisect", help="On failure, find the first diverging stage or position."),
     report: Optional[Path] = typer.Option(None, "--report", help="JSON report path (default reports/validate-<name>.json)."),
 ) -> None:
-    """Check artifacts against PyTorch fp32: per-output error statistics, PASSED/FAILED, exit code 1 on failure."""
+    """Check artifacts against PyTorch fp32: per-output error statistics, PASSED/FAILED, exit code 1 on failure.
+
+    int8 artifacts are judged on held-out photos by their logits: mean and smallest per-image cosine,
+    top-1 agreement and top-5 overlap (their elementwise atol / rtol are not used)."""
     from dat_deploy.artifacts import model_name_for
     from dat_deploy.atomic import check_creatable_dir
     from dat_deploy.parity.report import render
@@ -81,6 +88,8 @@ def validate_command(
                 artifact, weights=weights, batches=parse_batch_list(batch), precision=precision,
                 atol=atol, rtol=rtol, min_cosine=min_cosine, images=images,
                 providers=providers.split(",") if providers else None, bisect=bisect, on_step=on_step,
+                limits={"min_mean_cosine": min_mean_cosine, "min_image_cosine": min_image_cosine,
+                        "min_top1": min_top1, "min_top5": min_top5},
             )
         if "random_init_seed" in result.context["metadata"]:
             announce_weights(None, int(result.context["metadata"]["random_init_seed"]))

@@ -6,6 +6,9 @@ no value is NaN/Inf, and for logits the cosine similarity and top-1
 agreement reach their minimums. `bound_used` is what decided the first test: the worst element's
 share of its bound (100% or less passes). The JSON also holds the smallest atol (at rtol = 0) and
 the smallest rtol (at atol = 0) that alone would have passed, as Polygraphy reports them.
+
+int8 is judged on logits by what 8 bits can keep, not elementwise (its atol is infinite): the mean and
+the smallest per-image logit cosine, top-1 agreement and top-5 overlap.
 """
 
 from __future__ import annotations
@@ -21,11 +24,18 @@ class Tolerance:
     rtol: float
     min_cosine: float
     min_top1: float  # fraction of images whose top-1 class must agree (logits only)
+    min_mean_cosine: float = 0.0  # mean over images of each image's logit cosine (logits only)
+    min_image_cosine: float = 0.0  # the smallest image's logit cosine (logits only)
+    min_top5: float = 0.0  # mean overlap of the top-5 classes (logits only)
 
 
 TOLERANCES = {
     "fp32": Tolerance(atol=1e-4, rtol=1e-4, min_cosine=0.99999, min_top1=1.0),
     "fp16": Tolerance(atol=5e-2, rtol=5e-2, min_cosine=0.9995, min_top1=0.99),
+    # Seeded random weights give nearly tied logits, where a few flipped classes among 16 images are noise; the
+    # accuracy of int8 on a model that has learned something is proven on trained models (tests).
+    "int8": Tolerance(atol=float("inf"), rtol=0.0, min_cosine=0.0, min_top1=0.6,
+                      min_mean_cosine=0.99, min_image_cosine=0.98, min_top5=0.7),
 }
 
 
@@ -46,6 +56,8 @@ class OutputComparison:
     nonfinite: int
     top1_agreement: float | None = None
     top5_overlap: float | None = None
+    mean_image_cosine: float | None = None
+    min_image_cosine: float | None = None
     passed: bool = False
     failures: list[str] = field(default_factory=list)
 
@@ -112,5 +124,14 @@ def compare_output(name: str, reference: np.ndarray, candidate: np.ndarray, tol:
         result.top1_agreement, result.top5_overlap = _topk_metrics(reference, candidate)
         if result.top1_agreement < tol.min_top1:
             result.failures.append(f"top-1 agreement {result.top1_agreement:.1%} < {tol.min_top1:.0%}")
+        if result.top5_overlap < tol.min_top5:
+            result.failures.append(f"top-5 overlap {result.top5_overlap:.1%} < {tol.min_top5:.0%}")
+    if is_logits and reference.ndim == 2:
+        per_image = [_cosine(r, c) for r, c in zip(reference, candidate)]
+        result.mean_image_cosine, result.min_image_cosine = float(np.mean(per_image)), float(np.min(per_image))
+        if result.mean_image_cosine < tol.min_mean_cosine:
+            result.failures.append(f"mean image cosine {result.mean_image_cosine:.5f} < {tol.min_mean_cosine}")
+        if result.min_image_cosine < tol.min_image_cosine:
+            result.failures.append(f"min image cosine {result.min_image_cosine:.5f} < {tol.min_image_cosine}")
     result.passed = not result.failures
     return result

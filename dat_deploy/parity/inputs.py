@@ -27,6 +27,20 @@ def image_case(batch: int, input_size: int, resize_size: int, mean, std) -> Inpu
     return InputCase(f"images b{batch}", tensors[np.arange(batch) % len(tensors)])
 
 
+def held_out_case(count: int, input_size: int, resize_size: int, mean, std) -> InputCase:
+    """The sample photos and seeded random views of them (never in a default int8 calibration set)."""
+    from dat_deploy.quantize.images import held_out_images
+
+    prep = {"input_size": input_size, "resize_size": resize_size, "mean": mean, "std": std}
+    return InputCase(f"held-out photos b{count}", held_out_images(count, prep))
+
+
+def int8_cases(input_size: int, resize_size: int, mean, std, images: int = 16) -> list[InputCase]:
+    """int8 is judged on photos only (its activation ranges were calibrated on images, not on noise), in one batch
+    of `images`: top-1 agreement over one or four images would be a coin toss on nearly tied logits."""
+    return [held_out_case(images, input_size, resize_size, mean, std)]
+
+
 def default_cases(batches: list[int], input_size: int, resize_size: int, mean, std, images: bool = True,
                   seed: int = 0, hw: tuple[int, int] | None = None) -> list[InputCase]:
     height, width = hw or (input_size, input_size)

@@ -89,22 +89,31 @@ def render(report: ParityReport, console: Console | None = None) -> None:
     console = console or (Console() if Console().is_terminal or "COLUMNS" in os.environ else Console(width=200))
     tol = report.tolerance
     columns = [Column("backend", identifier=True), Column("input", identifier=True), Column("output", identifier=True),
-               *(Column(c, justify="right") for c in ("max abs", "mean abs", "max rel", "of bound", "cosine", "top-1",
-                                                      "top-5", "NaN/Inf")),
+               *(Column(c, justify="right") for c in ("max abs", "mean abs", "max rel", "of bound", "cosine",
+                                                      "image cos mean/min", "top-1", "top-5", "NaN/Inf")),
                Column("result", identifier=True), Column("why", wrap=True)]
     rows = []
     for result in report.results:
         for o in result.outputs:
             verdict = "[green]PASSED[/]" if o.passed else "[red]FAILED[/]"
             rows.append([result.backend, result.case, o.name, _fmt(o.max_abs), _fmt(o.mean_abs), _fmt(o.max_rel),
-                         _fmt(o.bound_used, ".0%"), f"{o.cosine:.7f}", _fmt(o.top1_agreement, ".0%"),
+                         _fmt(o.bound_used, ".0%"), f"{o.cosine:.7f}",
+                         "-" if o.mean_image_cosine is None else f"{o.mean_image_cosine:.5f}/{o.min_image_cosine:.5f}",
+                         _fmt(o.top1_agreement, ".0%"),
                          _fmt(o.top5_overlap, ".0%"), str(o.nonfinite), verdict, escape("; ".join(o.failures))])
     print_table(console, columns, rows, title=f"parity vs {report.reference} ({report.precision})")
-    console.print(
-        f"PASSED means: every element |candidate - reference| <= atol {tol.atol:g} + rtol {tol.rtol:g} * |reference| "
-        f"('of bound': the worst element's share of that bound, 100% at most; atol scales with a feature map's RMS "
-        f"above 1), cosine >= {tol.min_cosine}, logits' top-1 agreement >= {tol.min_top1:.0%}, no NaN/Inf.",
-        highlight=False)
+    console.print(_passed_means(tol), highlight=False)
     if report.bisect:
         console.print(f"[bold]bisect:[/] {report.bisect.get('summary')}")
     console.print("[bold green]PASSED[/]" if report.passed else "[bold red]FAILED[/]")
+
+
+def _passed_means(tol: Tolerance) -> str:
+    if tol.min_mean_cosine or tol.min_image_cosine or tol.min_top5:  # int8: judged per image, on logits
+        return (f"PASSED means: per-image logit cosine mean >= {tol.min_mean_cosine} and min >= {tol.min_image_cosine}, "
+                f"top-1 agreement >= {tol.min_top1:.0%}, top-5 overlap >= {tol.min_top5:.0%}, no NaN/Inf "
+                f"(elementwise errors are shown, not judged).")
+    return (
+        f"PASSED means: every element |candidate - reference| <= atol {tol.atol:g} + rtol {tol.rtol:g} * |reference| "
+        f"('of bound': the worst element's share of that bound, 100% at most; atol scales with a feature map's RMS "
+        f"above 1), cosine >= {tol.min_cosine}, logits' top-1 agreement >= {tol.min_top1:.0%}, no NaN/Inf.")

@@ -14,7 +14,7 @@ from dat_deploy.errors import UserError
 from dat_deploy.model import create_model, get_variant
 from dat_deploy.hashing import sha256_file
 from dat_deploy.parity.compare import TOLERANCES, Tolerance
-from dat_deploy.parity.inputs import default_cases
+from dat_deploy.parity.inputs import default_cases, int8_cases
 from dat_deploy.parity.report import ParityReport, run_parity
 from dat_deploy.runtime import load_backend
 from dat_deploy.runtime.torch_backend import TorchBackend
@@ -46,11 +46,19 @@ def reference_model(meta: dict, weights: Path | None):
     return create_model(meta["variant"], seed=int(meta.get("random_init_seed", 0)), features_only=features)
 
 
-def tolerance_for(precision: str, atol: float | None, rtol: float | None, min_cosine: float | None) -> Tolerance:
+def tolerance_for(precision: str, atol: float | None = None, rtol: float | None = None, min_cosine: float | None = None,
+                  **limits: float | None) -> Tolerance:
+    """The precision's tolerance with the given fields replaced (min_top1, min_top5, min_mean_cosine, ...)."""
     if precision not in TOLERANCES:
         raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(TOLERANCES)}.")
-    tol = TOLERANCES[precision]
-    return replace(tol, **{k: v for k, v in (("atol", atol), ("rtol", rtol), ("min_cosine", min_cosine)) if v is not None})
+    given = {"atol": atol, "rtol": rtol, "min_cosine": min_cosine, **limits}
+    return replace(TOLERANCES[precision], **{k: v for k, v in given.items() if v is not None})
+
+
+def cases_for(precision: str, batches: list[int], spec, images: bool = True):
+    if precision == "int8":
+        return int8_cases(spec.input_size, spec.resize_size, spec.mean, spec.std)
+    return default_cases(list(batches), spec.input_size, spec.resize_size, spec.mean, spec.std, images=images)
 
 
 def validate_artifact(
@@ -65,18 +73,20 @@ def validate_artifact(
     providers: list[str] | None = None,
     bisect: bool = False,
     on_step=None,
+    limits: dict | None = None,
 ) -> ParityReport:
+    """`limits`: further Tolerance fields to replace (min_top1, min_top5, min_mean_cosine, min_image_cosine)."""
     found = artifact_to_validate(artifact)
     path, meta = found.path, found.parsed_metadata()
     if precision == "auto":
         precision = str(meta.get("precision", "fp32"))
-    tol = tolerance_for(precision, atol, rtol, min_cosine)
+    tol = tolerance_for(precision, atol, rtol, min_cosine, **(limits or {}))
     spec = get_variant(meta["variant"])
     if not meta.get("dynamic_batch", True) and meta.get("batch"):
         batches = [int(meta["batch"])]
     model = reference_model(meta, weights)
     candidate = load_backend(path, providers=providers)
-    cases = default_cases(list(batches), spec.input_size, spec.resize_size, spec.mean, spec.std, images=images)
+    cases = cases_for(precision, batches, spec, images)
     report = run_parity(TorchBackend(model), [candidate], cases, tol, precision, on_step)
     report.context = {"artifact": str(path), "variant": meta["variant"], "metadata": meta}
     if bisect and not report.passed:
