@@ -27,7 +27,7 @@ def quantize_command(
     min_mean_cosine: Optional[float] = typer.Option(None, "--min-mean-cosine", help="Gate: mean per-image logit cosine vs PyTorch fp32 (default 0.99)."),
     min_image_cosine: Optional[float] = typer.Option(None, "--min-image-cosine", help="Gate: smallest per-image logit cosine (default 0.98)."),
     min_top1: Optional[float] = typer.Option(None, "--min-top1", help="Gate: top-1 agreement with fp32 (default 0.6)."),
-    min_top5: Optional[float] = typer.Option(None, "--min-top5", help="Gate: top-5 overlap with fp32 (default 0.6)."),
+    min_top5: Optional[float] = typer.Option(None, "--min-top5", help="Gate: top-5 overlap with fp32 (default 0.7)."),
 ) -> None:
     """Quantize an exported model to int8 (calibrated on images), validate it against PyTorch fp32, write it."""
     from dat_deploy.parity.report import render
