@@ -34,8 +34,6 @@ def quantize_command(
     from dat_deploy.quantize import quantize_folder
     from dat_deploy.quantize.images import OWN_IMAGES_REMINDER
 
-    if calibration is None:
-        console.print(f"[yellow]note:[/] {OWN_IMAGES_REMINDER}")
     limits = {"min_mean_cosine": min_mean_cosine, "min_image_cosine": min_image_cosine, "min_top1": min_top1,
               "min_top5": min_top5}
     with steps(f"quantizing {model_folder}") as on_step:
@@ -43,6 +41,8 @@ def quantize_command(
                                  target=target, exclude=exclude or [], overwrite=overwrite, check=check,
                                  weights=weights, reduce_range=reduce_range, limits=limits, on_step=on_step)
     render(result.report)
+    if calibration is None:
+        console.print(f"[yellow]note:[/] {OWN_IMAGES_REMINDER}")
     for name, why in result.recipe.float_nodes.items():
         console.print(f"left in float: {name} ({why})")
     if not result.written:

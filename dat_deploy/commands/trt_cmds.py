@@ -53,6 +53,8 @@ def build_trt_command(
         None, help="ONNX export (file or model folder) to build. Default: the most recent export of the chosen flavour in --output."
     ),
     fp16: bool = typer.Option(False, "--fp16", help="fp16 engine: convert the graph to fp16 with fp32 islands first."),
+    int8: bool = typer.Option(False, "--int8", help="Require an int8 Q/DQ graph (`dat-deploy quantize --target tensorrt`); "
+                              "one is detected and built strongly typed without this flag too."),
     min_batch: int = typer.Option(1, "--min-batch", min=1, help="Smallest batch of the optimisation profile."),
     opt_batch: int = typer.Option(8, "--opt-batch", min=1, help="Batch TensorRT tunes for."),
     max_batch: int = typer.Option(32, "--max-batch", min=1, help="Largest batch (also Triton's max_batch_size)."),
@@ -79,6 +81,7 @@ def build_trt_command(
     options = BuildOptions(
         onnx=onnx_path,
         fp16=fp16,
+        int8=int8,
         min_batch=min_batch,
         opt_batch=opt_batch,
         max_batch=max_batch,

@@ -32,6 +32,7 @@ VERSION = "1"
 class BuildOptions:
     onnx: Path | None = None  # None: the latest export in `output`
     fp16: bool = False
+    int8: bool = False  # insist on an int8 graph (`dat-deploy quantize --target tensorrt`); one is detected anyway
     min_batch: int = 1
     opt_batch: int = 8
     max_batch: int = 32
@@ -98,8 +99,28 @@ class BuildResult:
         return self.prepared.folder
 
 
-def precision_name(fp16: bool) -> str:
-    return "fp16" if fp16 else "fp32"
+def precision_name(fp16: bool, int8: bool = False) -> str:
+    return "int8" if int8 else "fp16" if fp16 else "fp32"
+
+
+def graph_int8(source: SourceModel, insist: bool, fp16: bool) -> bool:
+    """Whether the source is an int8 Q/DQ graph TensorRT can build strongly typed (symmetric, zero points 0)."""
+    import onnx
+
+    from dat_deploy.quantize.graph import int8_flavour
+
+    flavour = int8_flavour(onnx.load(str(source.path), load_external_data=False))
+    if flavour is None:
+        if insist:
+            raise UserError(f"{source.path} has no Q/DQ nodes: TensorRT 10.1+ takes int8 only from the graph. "
+                            "Run `dat-deploy quantize MODEL_FOLDER --target tensorrt` and build its output.")
+        return False
+    if flavour != "tensorrt":
+        raise UserError(f"{source.path} was quantized for onnxruntime (uint8 activations with zero points); TensorRT "
+                        "needs symmetric int8: run `dat-deploy quantize MODEL_FOLDER --target tensorrt`.")
+    if fp16:
+        raise UserError(f"{source.path} is an int8 graph; --fp16 (converting its float rest) is not supported: drop --fp16.")
+    return True
 
 
 def default_timing_cache(tensorrt_version: str, compute_capability: str) -> Path:
@@ -125,7 +146,7 @@ def prepare_build(options: BuildOptions, log: Callable[[str], None] = print) -> 
     if options.flavor == "native" and options.plugin_lib is not None:
         log("note: --plugin-lib is ignored for --flavor native (no plugin nodes)")
 
-    precision = precision_name(options.fp16)
+    precision = precision_name(options.fp16, graph_int8(source, options.int8, options.fp16))
     name = options.name if options.name is not None else source.name
     check_folder_name(name, "--name" if options.name is not None else f"the model name taken from {source.path} "
                       "(pass --name to choose one)")
