@@ -3,7 +3,8 @@
 A graph that holds nodes of the `dat` domain (the plugin flavour) needs our custom-op library;
 it is built on first use and registered on the session automatically. On the CPU provider such a graph
 also gets the library's CPU-only ops in place of slower onnxruntime subgraphs (dat_deploy.graph.cpu_fusions;
-the file on disk is not changed).
+the file on disk is not changed). An int8 graph on a CPU whose U8S8 kernel can saturate (AVX2 / AVX-512
+without VNNI) gets onnxruntime's exact U8U8 kernel instead (dat_deploy.quantize.cpu_int8).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class OrtBackend:
             from dat_deploy.native.cpu_layer import register_ort_ops
 
             cpu_layer = register_ort_ops(options, self.plugin_library)  # a refused DAT_DEPLOY_CPU_LAYER: one clear line
+        self.int8_precision_option = _set_int8_precision(model, options)
         self.providers = resolve_providers(providers)
         self.fusions: dict[str, int] = {}
         source: str | bytes = str(self.path)
@@ -89,6 +91,18 @@ class OrtBackend:
 
     def end_profiling(self) -> str:
         return self.session.end_profiling()
+
+
+def _set_int8_precision(model, options) -> bool:
+    """Ask for the U8U8 kernel where MLAS's U8S8 one can saturate; whether it did."""
+    if not any(node.op_type == "QuantizeLinear" for node in model.graph.node):
+        return False
+    from dat_deploy.quantize.cpu_int8 import PRECISION_OPTION, int8_path
+
+    if not int8_path()["u8s8_overflow"]:
+        return False
+    options.add_session_config_entry(PRECISION_OPTION, "1")
+    return True
 
 
 __all__ = ["OrtBackend", "INPUT_NAME", "resolve_providers"]
