@@ -19,7 +19,7 @@ def quantize_command(
     images: int = typer.Option(128, "--images", help="How many calibration images to use."),
     method: str = typer.Option("minmax", "--method", help="Range calibration: minmax, entropy or percentile."),
     target: str = typer.Option("onnxruntime", "--target", help="onnxruntime (CPU) or tensorrt (symmetric int8 Q/DQ)."),
-    exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="Leave nodes whose name matches (glob or substring) in float; repeatable."),
+    exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="Leave nodes whose name matches this glob (e.g. '*attns.3*') in float; repeatable."),
     weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="The checkpoint the model was exported from (the validation's PyTorch reference)."),
     reduce_range: bool = typer.Option(False, "--reduce-range", help="7-bit weights (U8S8 saturation on AVX2 / AVX-512 CPUs without VNNI)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),

@@ -61,6 +61,9 @@ class BatchReader:
     def __len__(self) -> int:
         return len(self._batches)
 
+    def __iter__(self):  # qdq_loss_debug iterates; the calibrators call get_next
+        return iter(self._batches)
+
 
 def write_calibration_cache(model_path: Path, images: np.ndarray, method: str, cache_path: Path,
                             library: Path | None, op_types: list[str], symmetric: bool = False) -> None:

@@ -136,12 +136,13 @@ def quantize_folder(
     if final.exists() and not overwrite:
         raise UserError(f"{final} already exists. Pass --overwrite to replace it, or choose another -o.")
     check_creatable_dir(final.parent)
-    if calibration is not None:
-        on_step(f"reading calibration images from {calibration}")
+    if calibration is not None:  # a bad folder fails here, before any output
         calib = calibration_images.folder_calibration_set(Path(calibration), images, src.prep)
+        on_step(f"read {len(calib.batch)} calibration images from {calibration}"
+                + (f"; skipped {len(calib.skipped)} unreadable: {', '.join(calib.skipped[:3])}" if calib.skipped else ""))
     else:
-        on_step(f"building the default calibration set ({images} views of scikit-image's photos)")
         calib = calibration_images.default_calibration_set(images, src.prep)
+        on_step(f"built the default calibration set: {images} views of scikit-image's photos")
 
     from dat_deploy.native import ort_library_path
     from dat_deploy.parity.validate import reference_model, tolerance_for

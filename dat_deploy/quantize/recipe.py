@@ -54,7 +54,7 @@ def constant_weight_nodes(model) -> list:
 
 
 def excluded_by_pattern(name: str, patterns: list[str]) -> str | None:
-    return next((p for p in patterns if fnmatch.fnmatchcase(name, p) or p in name), None)
+    return next((p for p in patterns if fnmatch.fnmatchcase(name, p)), None)
 
 
 def quantizer_arguments(recipe: Recipe) -> dict:
