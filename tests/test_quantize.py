@@ -120,6 +120,19 @@ def test_int8_graph_quantizes_only_matrix_product_inputs(tiny_export, tiny_int8)
             assert not np.any(numpy_helper.to_array(initializers[weight.input[2]]))  # symmetric weights
 
 
+def test_cpu_fusions_apply_only_to_what_stayed_float(tiny_int8):
+    from dat_deploy.runtime.ort_cpu_fusions import fuse_add_layer_norm, fuse_bias_gelu, fuse_small_gemms
+
+    model = onnx.load(str(tiny_int8.onnx_path))
+    counts = [fuse_bias_gelu(model), fuse_add_layer_norm(model), fuse_small_gemms(model)]
+    assert counts[0] + counts[1] > 0  # the float parts (GELU, residual + LayerNorm) still fuse
+    producers = _producers(model)
+    for node in model.graph.node:
+        if node.name in tiny_int8.recipe.quantized_nodes:  # still the quantized op, still fed by its DequantizeLinear
+            assert node.op_type in MATRIX_OPS and producers[node.input[1]].op_type == "DequantizeLinear"
+    assert {n.name for n in model.graph.node} >= set(tiny_int8.recipe.quantized_nodes)
+
+
 def test_int8_matches_pytorch_fp32_on_held_out_photos(tiny_int8):
     cosines = _held_out_cosines(tiny_int8.onnx_path, TINY)
     assert cosines.mean() >= 0.99 and cosines.min() >= 0.98, cosines
