@@ -15,7 +15,7 @@ and which MLAS int8 path this CPU gets. Writes a Markdown report (default benchm
 from __future__ import annotations
 
 import argparse
-import socket
+import re
 import statistics
 import sys
 import tempfile
@@ -158,7 +158,9 @@ def main(argv=None) -> int:
             saturation[variant] = saturation_summary(variant, paths[(variant, "ort-plugin")], paths[(variant, "ort-int8")])
     report = render(args, variants, batches, results, shares, int8_path(), contention, saturation)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    out = args.output or Path(__file__).parent / "results" / f"{stamp}-{socket.gethostname()}-int8.md"
+    info = int8_path()
+    machine = re.sub(r"[^a-z0-9]+", "_", f"{info['cpu']} {info['path']}".lower()).strip("_")
+    out = args.output or Path(__file__).parent / "results" / f"{stamp}-{machine}-int8.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
     print(report)
