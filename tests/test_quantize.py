@@ -273,6 +273,21 @@ def test_int8_path_from_cpu_flags(monkeypatch, flags, path, overflow):
     assert (info["path"], info["u8s8_overflow"]) == (path, overflow)
 
 
+def test_backend_asks_for_exact_int8_kernel_where_u8s8_saturates(monkeypatch, tiny_export, tiny_int8):
+    from dat_deploy.quantize import cpu_int8
+    from dat_deploy.runtime import OrtBackend
+
+    batch = calibration_images.held_out_images(2, {"input_size": 224, "resize_size": 224, "mean": (0.5,) * 3,
+                                                   "std": (0.25,) * 3})
+    plain = OrtBackend(tiny_int8.onnx_path)
+    monkeypatch.setattr(cpu_int8, "int8_path", lambda: {"cpu": "test", "path": "AVX2 (VPMADDUBSW)",
+                                                        "u8s8_overflow": True, "readable": True})
+    exact = OrtBackend(tiny_int8.onnx_path)
+    assert exact.int8_precision_option and not plain.int8_precision_option
+    assert not OrtBackend(tiny_export.onnx_path).int8_precision_option  # fp32 graphs are left alone
+    np.testing.assert_allclose(exact.run(batch)["logits"], plain.run(batch)["logits"], rtol=1e-3, atol=1e-3)
+
+
 def test_int8_tolerance_uses_per_image_cosine_and_top5():
     from dat_deploy.parity.compare import TOLERANCES, compare_output
 
