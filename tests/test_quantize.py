@@ -217,6 +217,32 @@ def test_excluded_nodes_stay_float(tiny_export, tmp_path):
     assert sidecar["quantization"]["float_nodes"] == {first: f"--exclude {first}"}
 
 
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_histogram_methods_clip_inside_the_minmax_range(tiny_export, tmp_path, method):
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    from dat_deploy.native import ort_library_path
+    from dat_deploy.quantize.calibrate import write_calibration_cache
+
+    prep = {"input_size": 224, "resize_size": 224, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+    batch = calibration_images.default_calibration_set(4, prep).batch
+    ranges = {}
+    for name in ("minmax", method):
+        cache = tmp_path / name / "ranges.json"
+        cache.parent.mkdir()
+        write_calibration_cache(tiny_export.onnx_path, batch, name, cache, ort_library_path(), list(QUANTIZED_OPS))
+        ranges[name] = {k: (float(np.min(v.range_value[0])), float(np.max(v.range_value[1])))
+                        for k, v in load_tensors_data(cache).data.items()}
+    assert ranges["minmax"].keys() == ranges[method].keys()
+    clipped = 0
+    for tensor, (low, high) in ranges[method].items():
+        bound = max(abs(x) for x in ranges["minmax"][tensor]) * (1 + 1e-5)
+        assert abs(low) <= bound and abs(high) <= bound, tensor
+        clipped += max(abs(low), abs(high)) < 0.999 * bound
+    if method == "percentile":  # 99.999% of |x|: some tensor has outliers past it (entropy may keep the full range)
+        assert clipped > 0
+
+
 # ---- calibration images -------------------------------------------------------------------------
 
 PREP = {"input_size": 32, "resize_size": 36, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
