@@ -16,6 +16,7 @@ from dat_deploy.errors import UserError
 @pytest.mark.parametrize("variant", digits.DIGIT_VARIANTS)
 def test_int8_keeps_the_accuracy_of_a_trained_model(tmp_path, variant):
     from dat_deploy.export import export_onnx
+    from dat_deploy.export.fp16 import convert_file
     from dat_deploy.model import create_model
     from dat_deploy.quantize import quantize_folder
     from dat_deploy.runtime import OrtBackend, TorchBackend
@@ -34,10 +35,14 @@ def test_int8_keeps_the_accuracy_of_a_trained_model(tmp_path, variant):
     images, labels = digits.split_images("held_out")
     torch_model = TorchBackend(create_model(variant, weights=weights))
     int8 = OrtBackend(result.onnx_path)
+    fp16_path = tmp_path / "fp16.onnx"
+    convert_file(exported.onnx_path, fp16_path)  # reported beside int8, not judged here
+    fp16 = OrtBackend(fp16_path)
     fp32_acc, fp32_classes = digits.accuracy(lambda b: torch_model.run(b)["logits"], variant, images, labels)
+    fp16_acc, _ = digits.accuracy(lambda b: fp16.run(b)["logits"], variant, images, labels)
     int8_acc, int8_classes = digits.accuracy(lambda b: int8.run(b)["logits"], variant, images, labels)
     agreement = float(np.mean(fp32_classes == int8_classes) * 100)
-    print(f"{variant}: held-out accuracy fp32 {fp32_acc:.2f}%, int8 {int8_acc:.2f}%, "
+    print(f"{variant}: held-out accuracy fp32 {fp32_acc:.2f}%, fp16 {fp16_acc:.2f}%, int8 {int8_acc:.2f}%; "
           f"int8 agrees with fp32 on {agreement:.2f}% of {len(labels)} images")
     assert fp32_acc >= 95.0, "the trained weights are not the ones the manifest describes"
     assert int8_acc >= fp32_acc - 1.0
