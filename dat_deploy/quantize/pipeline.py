@@ -210,6 +210,25 @@ def _mean_cosine(report) -> float | None:
     return round(min(values), 6) if values else None
 
 
+def _float_by_design(model) -> dict[str, str]:
+    """The compute nodes the recipe never quantizes, counted by kind, with the reason."""
+    from collections import Counter
+
+    quantizable = {n.name for n in constant_weight_nodes(model)}
+    counts = Counter()
+    for node in model.graph.node:
+        if node.domain == "dat":
+            counts[f"dat::{node.op_type}"] += 1
+        elif node.op_type in QUANTIZED_OPS and node.name not in quantizable:
+            counts[f"{node.op_type} of two activations"] += 1
+        elif node.op_type in ("LayerNormalization", "Softmax", "Gelu", "Erf", "Add"):
+            counts[node.op_type] += 1
+    why = {"dat": "custom op: keeps fp32 I/O", "two activations": "no constant weight (attention products)",
+           "LayerNormalization": "inter-channel outliers (FQ-ViT)", "Softmax": "power-law outputs (FQ-ViT)",
+           "Gelu": "elementwise, no int8 gain", "Erf": "elementwise, no int8 gain", "Add": "residuals and biases"}
+    return {kind: f"{count} nodes: {next(v for k, v in why.items() if k in kind)}" for kind, count in sorted(counts.items())}
+
+
 def _config_text(source_folder: Path, name: str) -> bytes:
     from dat_deploy import triton_config
 
@@ -235,7 +254,7 @@ def _sidecar(src: _Source, name: str, result: QuantizeResult, calib) -> dict:
         "outputs": source_sidecar.get("outputs", ["logits"]),
         "metadata": metadata,
         "source": {"folder": str(src.folder), "name": source_sidecar.get("name", src.folder.name)},
-        "quantization": result.recipe.to_dict(),
+        "quantization": {**result.recipe.to_dict(), "float_by_design": _float_by_design(src.model)},
         "calibration": {**calib.source, "skipped": calib.skipped},
         "drift_rounds": result.drift_rounds,
         "onnxruntime": onnxruntime.__version__,
