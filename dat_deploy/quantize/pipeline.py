@@ -93,9 +93,14 @@ def _quantize(source: _Source, recipe: Recipe, cache: Path, out: Path) -> None:
     from onnxruntime.quantization import quantize_static
 
     arguments = quantizer_arguments(recipe)
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # its "consider pre-processing" nag
-    quantize_static(str(source.onnx_path), str(out), None, calibration_cache_path=str(cache),
-                    nodes_to_quantize=recipe.quantized_nodes, **arguments)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))  # quantize_static warns on the root logger to pre-process with onnxruntime
+    try:  # its symbolic shape inference, which cannot see through our custom ops
+        quantize_static(str(source.onnx_path), str(out), None, calibration_cache_path=str(cache),
+                        nodes_to_quantize=recipe.quantized_nodes, **arguments)
+    finally:
+        root.setLevel(level)
     model = onnx.load(str(out))
     entries = {p.key: p.value for p in model.metadata_props}
     entries.update(precision="int8", int8_target=recipe.target)
