@@ -221,11 +221,11 @@ def render(args, variants, batches, results, shares, path_info, contention, satu
                          f"products {share['int8_matrix_ms']:.1f} ms ({share['int8_matrix_ms'] / share['kernel_ms']:.0%}), "
                          f"Q/DQ {share['qdq_ms']:.1f} ms ({share['qdq_ms'] / share['kernel_ms']:.0%}), fp32 matrix products "
                          f"left {share['fp32_matrix_ms']:.1f} ms, everything else {rest - share['qdq_ms'] - share['fp32_matrix_ms']:.1f} ms")
-            fp32 = shares.get((variant, "ort-plugin"))
-            if fp32:
-                lines.append(f"  - ceiling: with the int8 matrix products free, int8 would take {rest:.1f} ms of kernels: "
-                             f"at most {fp32['kernel_ms'] / rest:.2f}x the fp32 plugin flavour's {fp32['kernel_ms']:.1f} ms "
-                             f"(kernel time, profiled at batch {max(batches)})")
+            matrix_share = share["int8_matrix_ms"] / share["kernel_ms"]
+            lines.append(f"  - ceiling: were the int8 matrix products free, int8 would take {1 - matrix_share:.0%} of its "
+                         f"{int8:.1f} ms: at most {plugin / (int8 * (1 - matrix_share)):.2f}x the fp32 plugin flavour"
+                         + (f", {eager / (int8 * (1 - matrix_share)):.2f}x eager" if eager else "")
+                         + " (the profile's shares applied to the interleaved medians)")
             lines.append("  - top ops: " + ", ".join(f"{op} {ms:.1f} ms" for op, ms in share["top"]))
     if saturation:
         lines += ["", "U8S8 saturation, emulated (VPMADDUBSW's int16 pair sums) on each int8 Gemm's real activations "
