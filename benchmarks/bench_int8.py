@@ -54,7 +54,7 @@ def prepare(variant: str, work: Path, args, log) -> dict:
 
     from dat_deploy.export import export_onnx
     from dat_deploy.model import create_model
-    from dat_deploy.quantize import quantize_folder
+    from dat_deploy.quantize.pipeline import quantize_folder
     from dat_deploy.runtime import OrtBackend
 
     folder = work / f"{variant}_plugin"

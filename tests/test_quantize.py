@@ -15,7 +15,7 @@ from onnx import numpy_helper
 from dat_deploy.errors import UserError
 from dat_deploy.model.variants import VARIANTS
 from dat_deploy.quantize import images as calibration_images
-from dat_deploy.quantize import quantize_folder
+from dat_deploy.quantize.pipeline import quantize_folder
 from dat_deploy.quantize.graph import int8_flavour, qdq_nodes
 from dat_deploy.quantize.recipe import QUANTIZED_OPS, constant_weight_nodes
 
@@ -121,7 +121,7 @@ def test_int8_graph_quantizes_only_matrix_product_inputs(tiny_export, tiny_int8)
 
 
 def test_cpu_fusions_apply_only_to_what_stayed_float(tiny_int8):
-    from dat_deploy.runtime.ort_cpu_fusions import fuse_add_layer_norm, fuse_bias_gelu, fuse_small_gemms
+    from dat_deploy.graph.cpu_fusions import fuse_add_layer_norm, fuse_bias_gelu, fuse_small_gemms
 
     model = onnx.load(str(tiny_int8.onnx_path))
     counts = [fuse_bias_gelu(model), fuse_add_layer_norm(model), fuse_small_gemms(model)]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dat_deploy.model import create_model, get_variant
-from dat_deploy.quantize import quantize_folder
+from dat_deploy.quantize.pipeline import quantize_folder
 from dat_deploy.quantize.images import held_out_images
 from dat_deploy.runtime import OrtBackend, TorchBackend
 

@@ -16,9 +16,9 @@ from dat_deploy.errors import UserError
 @pytest.mark.parametrize("variant", digits.DIGIT_VARIANTS)
 def test_int8_keeps_the_accuracy_of_a_trained_model(tmp_path, variant):
     from dat_deploy.export import export_onnx
-    from dat_deploy.export.fp16 import convert_file
+    from dat_deploy.graph.fp16 import convert_file
     from dat_deploy.model import create_model
-    from dat_deploy.quantize import quantize_folder
+    from dat_deploy.quantize.pipeline import quantize_folder
     from dat_deploy.runtime import OrtBackend, TorchBackend
 
     try:

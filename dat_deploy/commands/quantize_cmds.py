@@ -31,7 +31,7 @@ def quantize_command(
 ) -> None:
     """Quantize an exported model to int8 (calibrated on images), validate it against PyTorch fp32, write it."""
     from dat_deploy.parity.report import render
-    from dat_deploy.quantize import quantize_folder
+    from dat_deploy.quantize.pipeline import quantize_folder
     from dat_deploy.quantize.images import OWN_IMAGES_REMINDER
 
     limits = {"min_mean_cosine": min_mean_cosine, "min_image_cosine": min_image_cosine, "min_top1": min_top1,

@@ -8,7 +8,9 @@ QDQ = ("QuantizeLinear", "DequantizeLinear")
 
 
 def qdq_nodes(model) -> list:
-    return [n for n in model.graph.node if n.op_type in QDQ and n.domain in ("", "ai.onnx")]
+    from dat_deploy.graph.dat_graph import is_onnx_node
+
+    return [n for n in model.graph.node if n.op_type in QDQ and is_onnx_node(n)]
 
 
 def zero_points(model) -> list[np.ndarray]:

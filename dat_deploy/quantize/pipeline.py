@@ -21,7 +21,8 @@ from typing import Callable
 
 from dat_deploy.atomic import check_creatable_dir
 from dat_deploy.errors import UserError
-from dat_deploy.export.repository import SIDECAR_NAME, write_model_folder
+from dat_deploy.artifacts import SIDECAR_NAME
+from dat_deploy.export.repository import write_model_folder
 from dat_deploy.quantize import images as calibration_images
 from dat_deploy.quantize.calibrate import METHODS, write_calibration_cache
 from dat_deploy.quantize.cpu_int8 import int8_path
@@ -53,30 +54,34 @@ class _Source:
     model: object  # onnx.ModelProto
     meta: dict
     prep: dict
+    sidecar: dict
 
 
 def _source(folder: Path) -> _Source:
-    from dat_deploy.api import read_model_info
-    from dat_deploy.parity.validate import artifact_metadata, resolve_artifact
-    from dat_deploy.runtime.onnxruntime_backend import load_onnx
+    from dat_deploy.api import model_info
+    from dat_deploy.artifacts import load_onnx, model_folder, open_artifact
 
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder} is not a model folder. Pass a folder written by `dat-deploy export` (models/<name>).")
-    path = resolve_artifact(folder)
-    if path.suffix != ".onnx":
+    found = open_artifact(folder)
+    path = found.path
+    if not found.is_onnx:
         raise UserError(f"{path} is a TensorRT engine; quantize takes the ONNX model folder it was built from.")
     model = load_onnx(path)
-    meta = artifact_metadata(path)
+    meta = found.parsed_metadata()
+    if "variant" not in meta:
+        raise UserError(f"{path} carries no dat-deploy metadata (variant), which quantize needs to rebuild the PyTorch "
+                        "reference. Quantize a model folder written by `dat-deploy export`.")
     if meta.get("precision") == "int8" or any(n.op_type in QUANTIZED_NODE_TYPES for n in model.graph.node):
         raise UserError(f"{folder} is already an int8 model. Quantize the fp32 export it came from.")
     if meta.get("precision", "fp32") != "fp32":
         raise UserError(f"{folder} is a {meta['precision']} model; quantize takes an fp32 export (`dat-deploy export`).")
     if meta.get("outputs") == "features":
         raise UserError(f"{folder} is a feature-map export; int8 is validated on logits: quantize a classifier export.")
-    info = read_model_info(path)
+    info = model_info(found)
     prep = {"input_size": info.input_size, "resize_size": info.resize_size, "mean": info.mean, "std": info.std}
-    return _Source(path.parent.parent if path.parent.name.isdigit() else path.parent, path, model, meta, prep)
+    return _Source(model_folder(path), path, model, meta, prep, found.sidecar)
 
 
 def _check_arguments(images: int, method: str, target: str) -> None:
@@ -151,10 +156,10 @@ def quantize_folder(
 
     from dat_deploy.native import ort_library_path
     from dat_deploy.parity.validate import reference_model, tolerance_for
-    from dat_deploy.runtime.onnxruntime_backend import uses_plugin_ops
+    from dat_deploy.graph.dat_graph import has_dat_nodes
     from dat_deploy.runtime.torch_backend import TorchBackend
 
-    library = ort_library_path(build=True) if uses_plugin_ops(src.model) else None
+    library = ort_library_path(build=True) if has_dat_nodes(src.model) else None
     recipe = Recipe(target=target, method=method, reduce_range=reduce_range, exclude_patterns=list(exclude))
     for node in constant_weight_nodes(src.model):
         pattern = excluded_by_pattern(node.name, recipe.exclude_patterns)
@@ -219,10 +224,12 @@ def _float_by_design(model) -> dict[str, str]:
     """The compute nodes the recipe never quantizes, counted by kind, with the reason."""
     from collections import Counter
 
+    from dat_deploy.graph.dat_graph import is_dat_node
+
     quantizable = {n.name for n in constant_weight_nodes(model)}
     counts = Counter()
     for node in model.graph.node:
-        if node.domain == "dat":
+        if is_dat_node(node):
             counts[f"dat::{node.op_type}"] += 1
         elif node.op_type in QUANTIZED_OPS and node.name not in quantizable:
             counts[f"{node.op_type} of two activations"] += 1
@@ -235,19 +242,17 @@ def _float_by_design(model) -> dict[str, str]:
 
 
 def _config_text(source_folder: Path, name: str) -> bytes:
-    from dat_deploy import triton_config
+    from dat_deploy.triton.config import CONFIG_NAME, config_text, load_config
 
-    config = triton_config.parse_config(source_folder / "config.pbtxt")
+    config = load_config(source_folder / CONFIG_NAME)
     config.name = name
-    return triton_config.to_text(config).encode()
+    return config_text(config).encode()
 
 
 def _sidecar(src: _Source, name: str, result: QuantizeResult, calib) -> dict:
     import onnxruntime
 
-    from dat_deploy.export.repository import read_sidecar
-
-    source_sidecar = read_sidecar(src.folder)
+    source_sidecar = src.sidecar
     metadata = dict(source_sidecar.get("metadata", {}))
     metadata.update(precision="int8", int8_target=result.recipe.target)
     return {

@@ -19,7 +19,7 @@ if _reason is not None:
 
 def test_int8_engine_matches_pytorch_fp32(engines, tmp_path):
     from dat_deploy.model import create_model, get_variant
-    from dat_deploy.quantize import quantize_folder
+    from dat_deploy.quantize.pipeline import quantize_folder
     from dat_deploy.quantize.images import held_out_images
     from dat_deploy.runtime import TorchBackend
     from dat_deploy.runtime.tensorrt_backend import TensorRTBackend
