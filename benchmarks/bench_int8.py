@@ -149,7 +149,7 @@ def main(argv=None) -> int:
         for name in ("ort-int8", "ort-plugin"):
             path = paths.get((variant, name))
             if path is not None:
-                log(f"op profile: {variant} {name} batch {args.goal_batch}")
+                log(f"op profile: {variant} {name} batch {max(batches)}")
                 shares[(variant, name)] = op_shares(path, inputs[max(batches)], args.threads)
     saturation = {}
     for variant in variants:
