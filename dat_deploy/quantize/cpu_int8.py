@@ -55,3 +55,14 @@ def int8_path() -> dict:
         path = "portable"
     overflow = path in ("AVX-512 core (VPMADDUBSW)", "AVX2 (VPMADDUBSW)")
     return {"cpu": model, "path": path, "u8s8_overflow": overflow, "readable": bool(flags)}
+
+
+def set_int8_precision(model, options) -> bool:
+    """For an int8 graph on a CPU whose U8S8 kernel can saturate: ask onnxruntime for its exact U8U8 kernel.
+    Whether it did. Every place that makes a session for our models calls this (OrtBackend, the served model)."""
+    if not any(node.op_type == "QuantizeLinear" for node in model.graph.node):
+        return False
+    if not int8_path()["u8s8_overflow"]:
+        return False
+    options.add_session_config_entry(PRECISION_OPTION, "1")
+    return True

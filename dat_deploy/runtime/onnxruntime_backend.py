@@ -67,7 +67,9 @@ class OrtBackend:
             from dat_deploy.native.cpu_layer import register_ort_ops
 
             cpu_layer = register_ort_ops(options, self.plugin_library)  # a refused DAT_DEPLOY_CPU_LAYER: one clear line
-        self.int8_precision_option = _set_int8_precision(model, options)
+        from dat_deploy.quantize.cpu_int8 import set_int8_precision
+
+        self.int8_precision_option = set_int8_precision(model, options)
         self.providers = resolve_providers(providers)
         self.fusions: dict[str, int] = {}
         source: str | bytes = str(self.path)
@@ -91,18 +93,6 @@ class OrtBackend:
 
     def end_profiling(self) -> str:
         return self.session.end_profiling()
-
-
-def _set_int8_precision(model, options) -> bool:
-    """Ask for the U8U8 kernel where MLAS's U8S8 one can saturate; whether it did."""
-    if not any(node.op_type == "QuantizeLinear" for node in model.graph.node):
-        return False
-    from dat_deploy.quantize.cpu_int8 import PRECISION_OPTION, int8_path
-
-    if not int8_path()["u8s8_overflow"]:
-        return False
-    options.add_session_config_entry(PRECISION_OPTION, "1")
-    return True
 
 
 __all__ = ["OrtBackend", "INPUT_NAME", "resolve_providers"]

@@ -61,6 +61,7 @@ def _dat_deploy_session_model(config, path, options, libraries):
         import onnx
         from dat_deploy.graph.cpu_fusions import fused_session_model
         from dat_deploy.native.cpu_layer import register_ort_ops
+        from dat_deploy.quantize.cpu_int8 import set_int8_precision
     except ImportError:
         if extra:  # under dat-deploy serve: serve as dat-deploy runs it, or not at all
             raise
@@ -68,7 +69,9 @@ def _dat_deploy_session_model(config, path, options, libraries):
     layer = None
     for library in libraries:
         layer = register_ort_ops(options, library) or layer
-    fused, _ = fused_session_model(onnx.load(path), layer=layer)  # decided on this CPU, at load time
+    model = onnx.load(path)
+    set_int8_precision(model, options)  # an int8 graph on a CPU whose U8S8 kernel saturates: the exact kernel
+    fused, _ = fused_session_model(model, layer=layer)  # decided on this CPU, at load time
     return fused or path
 
 
