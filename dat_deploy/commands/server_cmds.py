@@ -27,7 +27,7 @@ def serve_command(
     instances: int = typer.Option(1, "--instances", min=1, help="Model instances (each its own onnxruntime session)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1,
                                           help="onnxruntime threads per instance (default: cores / instances)."),
-    topk: int = typer.Option(5, "--topk", min=1, help="Classes the <model>_images companion answers."),
+    topk: int = typer.Option(5, "--topk", "-k", min=1, help="Classes the <model>_images companion answers."),
     verbose: bool = typer.Option(False, "--verbose", help="Triton's info log too."),
 ) -> None:
     """Serve model folders with Triton (HTTP + gRPC KServe v2, dynamic batching, metrics) until SIGTERM / Ctrl-C."""
