@@ -11,21 +11,14 @@ and candidate / baseline per model (above 1 = the candidate is slower).
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
+from dat_deploy.profiling.machine import cpu_model
 from dat_deploy.runtime.onnxruntime_backend import OrtBackend
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv=None) -> None:

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,18 +62,10 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def machine_slug() -> str:
     """'amd-epyc': the CPU model, for the report's file name."""
+    from dat_deploy.profiling.machine import cpu_model  # noqa: PLC0415 (dat_deploy from REPO, put on sys.path by main)
+
     words = "".join(c if c.isalnum() else "-" for c in cpu_model().lower()).split("-")
     return "-".join(w for w in words if w) or "cpu"
 
@@ -211,6 +201,7 @@ def main(argv=None) -> int:
     import tritonclient.grpc as grpcclient
 
     from dat_deploy.api import Classifier
+    from dat_deploy.profiling.machine import cpu_model
 
     def log(message):
         print(message, flush=True)

@@ -10,12 +10,10 @@ PyTorch's (agreement = share of held-out images with the same top-1 class).
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import onnxruntime
 import torch
 
@@ -23,14 +21,8 @@ from dat_deploy import digits
 from dat_deploy.export import export_onnx
 from dat_deploy.graph.fp16 import convert_file
 from dat_deploy.model import create_model
+from dat_deploy.profiling.machine import cpu_model
 from dat_deploy.runtime.onnxruntime_backend import OrtBackend
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def measure(variant: str, workdir: Path) -> list[tuple[str, float, float]]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import shlex
 import sys
 import time
@@ -31,6 +30,7 @@ from dat_deploy import atomic, digits
 from dat_deploy.hashing import sha256_file
 from dat_deploy.model import build, create_model
 from dat_deploy.model.channels_last import ChannelsLastDAT
+from dat_deploy.profiling.machine import cpu_model
 
 # Per variant: epochs, peak learning rate. Chosen so each trains in minutes on 2 CPU cores.
 RECIPES = {
@@ -49,16 +49,6 @@ BATCH = 32
 WEIGHT_DECAY = 0.05
 WARMUP_FRACTION = 0.1
 TRAIN_SEED = 0
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def learning_rate(step: int, total: int, peak: float) -> float:

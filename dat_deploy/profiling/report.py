@@ -19,6 +19,7 @@ from typing import Sequence
 
 from dat_deploy.atomic import write_text
 from dat_deploy.profiling.contention import contention_warning
+from dat_deploy.profiling.machine import cpu_model
 from dat_deploy.profiling.ops import matrix_gmac_s
 from dat_deploy.profiling.runner import SPLIT_KEYS, CaseResult
 from dat_deploy.profiling.stats import DEFAULT_CV_WARN, few_iterations_warning, noise_warnings, summarize, throughput
@@ -43,7 +44,7 @@ def environment() -> dict:
     env = {
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count_logical": psutil.cpu_count(logical=True),
         "cpu_count_physical": psutil.cpu_count(logical=False),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
@@ -59,16 +60,6 @@ def environment() -> dict:
     torch = sys.modules.get("torch")
     env["torch_threads"] = torch.get_num_threads() if torch is not None else None
     return env
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _version_if_imported(module: str) -> str | None:
