@@ -33,6 +33,7 @@ from dat_deploy.profiling.plots import plot_latency, plot_throughput, pyplot, sa
 from dat_deploy.profiling.runner import run_profile
 
 from ceiling import SpeedCeiling, describe_ceiling, sgemm_rate_gmac_s, speed_ceiling  # benchmarks/ceiling.py
+from goals import goal_type  # benchmarks/goals.py
 
 SEP = "/"  # case names in the combined loop: "<variant>/<backend>"
 
@@ -53,24 +54,14 @@ def parse_args(argv=None):
     parser.add_argument("--ops", action="store_true",
                         help="per-op shares from onnxruntime's profiler after the timed run, and the plugin "
                              "flavour's ceiling (its matrix products' time, with every other op free)")
-    parser.add_argument("--goal", action="append", default=[], metavar="BASELINE=RATIO", type=parse_goal,
+    parser.add_argument("--goal", action="append", default=[], metavar="BASELINE=RATIO",
+                        type=goal_type("BASELINE", "torch=1.5"),
                         help="a speed goal for ort-plugin at the largest batch: at least RATIO times faster (by mean "
                              "latency) than BASELINE in the same loop, e.g. --goal torch=1.5 --goal ort-official=2; "
                              "repeatable. Each goal gets a met / NOT met line, and with --ops the time it leaves the "
                              "non-matrix ops")
     parser.add_argument("--output", type=Path, default=None)
     return parser.parse_args(argv)
-
-
-def parse_goal(text: str) -> tuple[str, float]:
-    baseline, _, ratio = text.partition("=")
-    try:
-        value = float(ratio)
-    except ValueError:
-        value = 0.0
-    if not baseline.strip() or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected BASELINE=RATIO with a ratio > 0, e.g. torch=1.5")
-    return baseline.strip(), value
 
 
 def main(argv=None) -> int:

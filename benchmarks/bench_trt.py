@@ -26,6 +26,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from goals import goal_type  # benchmarks/goals.py
+
 
 def skip_reason() -> str | None:
     try:
@@ -47,22 +49,12 @@ def parse_args(argv=None):
     parser.add_argument("--iters", type=int, default=50)
     parser.add_argument("--models", type=Path, default=Path("reports") / "bench-trt-models",
                         help="where exports and engines go (reused between runs)")
-    parser.add_argument("--goal", action="append", default=[], metavar="CASE=RATIO", type=parse_goal,
+    parser.add_argument("--goal", action="append", default=[], metavar="CASE=RATIO",
+                        type=goal_type("CASE", "torch-fp16-eager=3"),
                         help="a speed goal for the plugin engine at the largest batch: at least RATIO times the "
                              "images/s of CASE (torch-fp16-eager, trt-native-fp16, ...); repeatable")
     parser.add_argument("--output", type=Path, default=None)
     return parser.parse_args(argv)
-
-
-def parse_goal(text: str) -> tuple[str, float]:
-    case, _, ratio = text.partition("=")
-    try:
-        value = float(ratio)
-    except ValueError:
-        value = 0.0
-    if not case.strip() or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected CASE=RATIO with a ratio > 0, e.g. torch-fp16-eager=3")
-    return case.strip(), value
 
 
 def parity_entry(expected, got) -> dict:
