@@ -35,6 +35,26 @@ def test_serve_without_the_server_says_how_to_install_it(monkeypatch, capsys):
     assert len(err.splitlines()) == 1 and "pip install 'dat-deploy[serve]'" in err
 
 
+def _send_async(client, inputs: dict[int, np.ndarray]) -> tuple[dict, threading.Semaphore]:
+    """One async gRPC request per input to model "small"; answers[i] gets its logits or its error, and
+    `done` is released once per answer."""
+    import tritonclient.grpc as grpcclient
+
+    answers, done = {}, threading.Semaphore(0)
+
+    def callback(i):
+        def receive(result, error):  # tritonclient calls it with keywords result= and error=
+            answers[i] = error if error is not None else result.as_numpy("logits")
+            done.release()
+        return receive
+
+    for i, x in inputs.items():
+        tensor = grpcclient.InferInput("input", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)
+        client.async_infer("small", [tensor], callback(i), client_timeout=60)
+    return answers, done
+
+
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory) -> Path:
     return small_classifier_folder(tmp_path_factory.mktemp("served"))
@@ -82,18 +102,7 @@ def test_tensors_over_http_and_grpc_batched_by_triton(server, reference):
 
     grpc = grpcclient.InferenceServerClient(server.grpc)
     inputs = {i: _tensor(100 + i) for i in range(12)}  # distinct per request: a swapped answer shows
-    answers, done = {}, threading.Semaphore(0)
-
-    def callback(i):
-        def receive(result, error):  # tritonclient calls it with keywords result= and error=
-            answers[i] = error if error is not None else result.as_numpy("logits")
-            done.release()
-        return receive
-
-    for i, x in inputs.items():
-        tensor = grpcclient.InferInput("input", list(x.shape), "FP32")
-        tensor.set_data_from_numpy(x)
-        grpc.async_infer("small", [tensor], callback(i), client_timeout=60)
+    answers, done = _send_async(grpc, inputs)
     for _ in inputs:
         assert done.acquire(timeout=60)
     for i, x in inputs.items():
@@ -198,18 +207,7 @@ def test_sigterm_answers_the_requests_in_flight_and_exits_0(model_folder, refere
         triton = server.triton_pid()
         client = grpcclient.InferenceServerClient(server.grpc)
         inputs = {i: _tensor(300 + i) for i in range(6)}
-        answers, done = {}, threading.Semaphore(0)
-
-        def callback(i):
-            def receive(result, error):
-                answers[i] = error if error is not None else result.as_numpy("logits")
-                done.release()
-            return receive
-
-        for i, x in inputs.items():
-            tensor = grpcclient.InferInput("input", list(x.shape), "FP32")
-            tensor.set_data_from_numpy(x)
-            client.async_infer("small", [tensor], callback(i), client_timeout=60)
+        answers, done = _send_async(client, inputs)
         deadline = time.monotonic() + 2.5
         while _pending(server) < len(inputs):  # all six sit in the queue, waiting for a batch of 8 or the delay
             assert time.monotonic() < deadline, "the requests did not reach the server's queue in time"
