@@ -71,7 +71,7 @@ def write_serving_repository(sources: Sequence[str | os.PathLike], repository: P
 
 
 def _apply_settings(folder: Path, settings: ServeSettings) -> ServedModel:
-    from dat_deploy.triton.config import config_text, load_config
+    from dat_deploy.triton.config import add_instance_group, config_text, load_config
 
     config = load_config(folder / "config.pbtxt")
     if settings.max_batch is not None:
@@ -84,10 +84,8 @@ def _apply_settings(folder: Path, settings: ServeSettings) -> ServedModel:
         config.dynamic_batching.preferred_batch_size.extend(kept)
     if settings.max_queue_delay_us is not None and config.max_batch_size > 0:
         config.dynamic_batching.max_queue_delay_microseconds = settings.max_queue_delay_us
-    from tritonclient.grpc import model_config_pb2 as pb
-
     del config.instance_group[:]
-    config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_CPU, count=settings.instances)
+    add_instance_group(config, gpu=False, count=settings.instances)
     config.parameters["intra_op_thread_count"].string_value = str(settings.intra_op_threads())
     config.parameters["dat_deploy_path"].string_value = DAT_DEPLOY_PATH  # the backend sets up sessions as we do
     libraries = [str(folder / Path(name).name) for name in config.model_operations.op_library_filename]
@@ -109,17 +107,15 @@ def _classifier_info(folder: Path):
 
 
 def _write_images_model(folder: Path, tensor: ServedModel, info, settings: ServeSettings) -> None:
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2 as pb
+    from dat_deploy.triton.config import add_instance_group, config_text, model_config, tensor_config
 
     topk = min(settings.topk, info.num_classes)
-    config = pb.ModelConfig(name=folder.name, backend="python", max_batch_size=max(1, tensor.max_batch_size))
-    config.input.add(name=IMAGE_INPUT, data_type=pb.TYPE_STRING, dims=[1])
-    config.output.add(name="labels", data_type=pb.TYPE_STRING, dims=[topk])
-    config.output.add(name="probabilities", data_type=pb.TYPE_FP32, dims=[topk])
-    config.output.add(name="indices", data_type=pb.TYPE_INT32, dims=[topk])
+    outputs = [tensor_config("labels", [topk], "TYPE_STRING"), tensor_config("probabilities", [topk]),
+               tensor_config("indices", [topk], "TYPE_INT32")]
+    config = model_config(folder.name, "", [tensor_config(IMAGE_INPUT, [1], "TYPE_STRING")], outputs,
+                          max_batch_size=max(1, tensor.max_batch_size), backend="python")
     config.dynamic_batching.max_queue_delay_microseconds = settings.max_queue_delay_us or 100
-    config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_CPU, count=1)
+    add_instance_group(config, gpu=False)
     parameters = {
         "tensor_model": tensor.name, "tensor_input": tensor.input, "tensor_output": tensor.output,
         "tensor_max_batch": tensor.max_batch_size, "input_size": info.input_size, "resize_size": info.resize_size,
@@ -130,4 +126,4 @@ def _write_images_model(folder: Path, tensor: ServedModel, info, settings: Serve
         config.parameters[key].string_value = str(value)
     (folder / "1").mkdir(parents=True)
     (folder / "1" / "model.py").write_bytes(IMAGE_MODEL_SOURCE.read_bytes())
-    (folder / "config.pbtxt").write_text(text_format.MessageToString(config), encoding="utf-8")
+    (folder / "config.pbtxt").write_text(config_text(config), encoding="utf-8")

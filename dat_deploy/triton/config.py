@@ -1,7 +1,8 @@
 """Triton model configurations (config.pbtxt), built and read with Triton's own ModelConfig protobuf.
 
 Written as protobuf text so that what we write is exactly what Triton parses, and parsed with the same
-schema so that unknown fields and typos are errors. Every protobuf access of dat-deploy goes through here.
+schema so that unknown fields and typos are errors. Every protobuf access of dat-deploy (export, trt, triton,
+serve) goes through here.
 """
 
 from __future__ import annotations
@@ -27,25 +28,27 @@ def _protobuf():
     return model_config_pb2, text_format
 
 
-def tensor_config(name: str, dims: list[int]) -> dict:
-    """An fp32 tensor entry for `model_config` (dims without the batch dim when batching; -1 = dynamic)."""
+def tensor_config(name: str, dims: list[int], data_type: str = "TYPE_FP32") -> dict:
+    """A tensor entry for `model_config` (dims without the batch dim when batching; -1 = dynamic);
+    `data_type` is a name of Triton's DataType enum (TYPE_FP32, TYPE_STRING, ...)."""
     pb, _ = _protobuf()
-    return dict(name=name, data_type=pb.TYPE_FP32, dims=dims)
+    return dict(name=name, data_type=pb.DataType.Value(data_type), dims=dims)
 
 
 def model_config(
     name: str,
-    platform: str,  # "onnxruntime_onnx" or "tensorrt_plan"
+    platform: str,  # "onnxruntime_onnx" or "tensorrt_plan"; "" with a `backend`
     inputs: list[dict],
     outputs: list[dict],
     max_batch_size: int,
     op_library: str | None = None,
     preferred_batch_sizes: list[int] | None = None,
+    backend: str | None = None,  # None: the platform's backend; "python" for a Python model
 ):
     """A ModelConfig message. dims exclude the batch dimension when max_batch_size > 0 (Triton's rule)."""
     pb, _ = _protobuf()
     config = pb.ModelConfig(name=name, platform=platform, max_batch_size=max_batch_size)
-    config.backend = PLATFORM_BACKENDS.get(platform, "")
+    config.backend = backend if backend is not None else PLATFORM_BACKENDS.get(platform, "")
     for spec in inputs:
         config.input.add(**spec)
     for spec in outputs:
