@@ -67,9 +67,14 @@ def _from_env(target: str) -> Path | None:
     return path
 
 
+def _locate(target: str) -> Path | None:
+    """The library of `target`: the environment's override, else the wheel's copy, else the build cache's."""
+    return _from_env(target) or bundled_library(target) or find_built(target)
+
+
 def ort_library_path(build: bool = True) -> Path:
     """The onnxruntime custom-op library; with build=True it is built (CPU only) if missing."""
-    found = _from_env("dat_ort_ops") or bundled_library("dat_ort_ops") or find_built("dat_ort_ops")
+    found = _locate("dat_ort_ops")
     if found is not None:
         return found
     if not build:
@@ -84,7 +89,7 @@ def ort_library_path(build: bool = True) -> Path:
 
 def trt_plugin_library_path() -> Path:
     """The TensorRT plugin library, built by `dat-deploy build-plugins --tensorrt-include DIR`."""
-    found = _from_env("dat_trt_plugins") or bundled_library("dat_trt_plugins") or find_built("dat_trt_plugins")
+    found = _locate("dat_trt_plugins")
     if found is None:
         raise UserError(
             "the TensorRT plugin library (libdat_trt_plugins.so) is not built. Run `dat-deploy build-plugins "
@@ -95,19 +100,22 @@ def trt_plugin_library_path() -> Path:
 
 def cuda_library_path() -> Path:
     """The CUDA kernels' C-ABI library, built by `dat-deploy build-plugins` where nvcc exists."""
-    found = _from_env("dat_cuda_ops") or bundled_library("dat_cuda_ops") or find_built("dat_cuda_ops")
+    found = _locate("dat_cuda_ops")
     if found is None:
         raise UserError("the CUDA kernels (libdat_cuda_ops.so) are not built. Run `dat-deploy build-plugins --cuda`.")
     return found
 
 
+# The short kinds `find_library` and `status` take -> CMake targets (builder.LIBRARY_FILES names their files).
+_KIND_TARGETS = {"ort": "dat_ort_ops", "cuda": "dat_cuda_ops", "trt": "dat_trt_plugins"}
+
+
 def find_library(target: str) -> Path | None:
     """'ort' / 'trt' / 'cuda' -> the built library or None (never builds)."""
-    names = {"ort": "dat_ort_ops", "trt": "dat_trt_plugins", "cuda": "dat_cuda_ops"}
-    if target not in names:
-        raise ValueError(f"unknown plugin library kind {target!r}; expected one of {sorted(names)}")
+    if target not in _KIND_TARGETS:
+        raise ValueError(f"unknown plugin library kind {target!r}; expected one of {sorted(_KIND_TARGETS)}")
     try:
-        return _from_env(names[target]) or bundled_library(names[target]) or find_built(names[target])
+        return _locate(_KIND_TARGETS[target])
     except UserError:
         return None
 
@@ -121,15 +129,14 @@ def status() -> list[dict]:
     }
     wheel = bundled_build_info()
     entries = []
-    for kind, name in (("ort", "libdat_ort_ops.so"), ("cuda", "libdat_cuda_ops.so"), ("trt", "libdat_trt_plugins.so")):
+    for kind, target in _KIND_TARGETS.items():
         path = find_library(kind)
         detail = str(path) if path else "not built for the current plugins/ sources"
         if wheel is not None and path is None:  # an installed wheel: say why its build left the library out
-            target = {"ort": "dat_ort_ops", "cuda": "dat_cuda_ops", "trt": "dat_trt_plugins"}[kind]
             reason = wheel.get("libraries", {}).get(target, {}).get("reason") or "not built"
             detail = f"not in this wheel: its build skipped it ({reason})"
         entries.append({
-            "name": name,
+            "name": builder.LIBRARY_FILES[target],
             "built": path is not None,
             "detail": detail,
             "fix": "" if path else fixes[kind],
