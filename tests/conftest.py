@@ -32,3 +32,13 @@ def dat_t_onnx(export_once) -> Path:
 @pytest.fixture(scope="session")
 def dat_pp_t_onnx(export_once) -> Path:
     return export_once("dat_pp_t").onnx_path
+
+@pytest.fixture
+def no_model_building(monkeypatch):
+    """A name check that comes after building the model (seconds) or tracing (half a minute) fails this."""
+    import dat_deploy.export as export
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("the model was built before the options were checked")
+
+    monkeypatch.setattr(export, "create_model", refuse)

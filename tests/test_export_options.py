@@ -15,16 +15,6 @@ from dat_deploy.export import export_onnx
 from dat_deploy.export.onnx_export import DEFAULT_OPSET, MIN_OPSET, _ExporterSteps, check_opset, max_opset
 
 
-@pytest.fixture
-def no_model_building(monkeypatch):
-    import dat_deploy.export as export
-
-    def refuse(*_args, **_kwargs):
-        raise AssertionError("the model was built before the options were checked")
-
-    monkeypatch.setattr(export, "create_model", refuse)
-
-
 @pytest.mark.parametrize("opset", [5, 16, max_opset() + 1, 30])
 def test_an_opset_the_exporter_cannot_write_is_refused_before_any_work(tmp_path, no_model_building, opset):
     """torch's exporter silently writes opset 18 for these; the sidecar would have recorded the request."""

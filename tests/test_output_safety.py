@@ -26,17 +26,6 @@ def _tree(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() + ("/" if p.is_dir() else "") for p in root.rglob("*"))
 
 
-@pytest.fixture
-def no_model_building(monkeypatch):
-    """A name check that comes after building the model (seconds) or tracing (half a minute) fails this."""
-    import dat_deploy.export as export
-
-    def refuse(*_args, **_kwargs):
-        raise AssertionError("the model was built before the options were checked")
-
-    monkeypatch.setattr(export, "create_model", refuse)
-
-
 # ---- unsafe names ------------------------------------------------------------------------------------------------
 
 
