@@ -7,7 +7,6 @@ is bounded.
 from __future__ import annotations
 
 import io
-import json
 import os
 import signal
 import socket
@@ -21,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from small_classifier import RANDOM_META, SIZE, small_classifier_onnx
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SIZE, RESIZE = 32, 36
-MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
 
 def skip_unless_server_runs():
@@ -42,32 +41,10 @@ def skip_unless_server_runs():
 
 
 def small_classifier_folder(root: Path, name: str = "small", max_batch: int = 8) -> Path:
-    """A Triton model folder (config.pbtxt, 1/model.onnx with dat-deploy's metadata) of a small classifier:
-    Conv 3x3 -> Relu -> GlobalAveragePool -> Gemm -> logits (N, 1000). Every image gets its own logits."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.normal(size=(16, 3, 3, 3)).astype(np.float32), "w_conv"),
-             numpy_helper.from_array(rng.normal(size=(1000, 16)).astype(np.float32), "w_fc"),
-             numpy_helper.from_array(rng.normal(size=1000).astype(np.float32), "b_fc")]
-    nodes = [helper.make_node("Conv", ["input", "w_conv"], ["c"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("GlobalAveragePool", ["r"], ["p"]),
-             helper.make_node("Flatten", ["p"], ["f"]),
-             helper.make_node("Gemm", ["f", "w_fc", "b_fc"], ["logits"], transB=1)]
-    graph = helper.make_graph(
-        nodes, "small", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, SIZE, SIZE])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1000])], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    meta = {"variant": "small", "input_size": str(SIZE), "resize_size": str(RESIZE), "mean": json.dumps(MEAN),
-            "std": json.dumps(STD), "num_classes": "1000", "random_init_seed": "0"}
-    for key, value in meta.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
+    """A Triton model folder (config.pbtxt, 1/model.onnx with dat-deploy's metadata) of the small classifier."""
     folder = root / name
     (folder / "1").mkdir(parents=True)
-    onnx.save(model, str(folder / "1" / "model.onnx"))
+    small_classifier_onnx(folder / "1" / "model.onnx", RANDOM_META, random_bias=True)
     (folder / "config.pbtxt").write_text(f"""
 name: "{name}"
 platform: "onnxruntime_onnx"

@@ -7,9 +7,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -18,46 +16,13 @@ from dat_deploy.errors import UserError
 from dat_deploy.labels import imagenet_classes
 from dat_deploy.preprocess import preprocess, sample_images
 
-SIZE, RESIZE = 32, 36
-MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
-
-
-def _small_classifier_onnx(path: Path, metadata: dict[str, str], size: int = SIZE) -> None:
-    """input (N,3,S,S) -> Conv 3x3 -> Relu -> GlobalAveragePool -> Gemm -> logits (N,1000): cheap,
-    but every image gets its own logits, so a mixed-up result would show."""
-    rng = np.random.default_rng(0)
-    w_conv = numpy_helper.from_array(rng.normal(size=(16, 3, 3, 3)).astype(np.float32), "w_conv")
-    w_fc = numpy_helper.from_array(rng.normal(size=(1000, 16)).astype(np.float32), "w_fc")
-    b_fc = numpy_helper.from_array(np.zeros(1000, np.float32), "b_fc")
-    nodes = [
-        helper.make_node("Conv", ["input", "w_conv"], ["c"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c"], ["r"]),
-        helper.make_node("GlobalAveragePool", ["r"], ["p"]),
-        helper.make_node("Flatten", ["p"], ["f"]),
-        helper.make_node("Gemm", ["f", "w_fc", "b_fc"], ["logits"], transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes, "small",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1000])],
-        initializer=[w_conv, w_fc, b_fc],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    for key, value in metadata.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(model, str(path))
-
-
-# the lead's export stamps metadata like this: strings, JSON lists, and the weights' provenance
-RANDOM_META = {"variant": "small", "input_size": str(SIZE), "resize_size": str(RESIZE), "mean": json.dumps(MEAN),
-               "std": json.dumps(STD), "num_classes": "1000", "random_init_seed": "0"}
+from small_classifier import MEAN, RANDOM_META, RESIZE, SIZE, STD, small_classifier_onnx
 
 
 @pytest.fixture(scope="module")
 def small_onnx(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("small") / "small.onnx"
-    _small_classifier_onnx(path, RANDOM_META)
+    small_classifier_onnx(path, RANDOM_META)
     return path
 
 
@@ -99,7 +64,7 @@ def test_random_weights_notice(tmp_path, small_onnx):
     assert "meaningless" in prediction.to_dict()["notice"]
 
     trained = tmp_path / "trained.onnx"
-    _small_classifier_onnx(trained, {**{k: v for k, v in RANDOM_META.items() if k != "random_init_seed"},
+    small_classifier_onnx(trained, {**{k: v for k, v in RANDOM_META.items() if k != "random_init_seed"},
                                      "weights_sha256": "ab" * 32})
     clf = Classifier.from_artifact(trained)
     prediction = clf.predict(_images(1))[0]
@@ -109,7 +74,7 @@ def test_random_weights_notice(tmp_path, small_onnx):
 
 def test_metadata_is_read_tolerantly(tmp_path):
     path = tmp_path / "terse.onnx"
-    _small_classifier_onnx(path, {"input_size": "32", "mean": "0.5, 0.4, 0.3", "std": "(0.2 0.25 0.3)"})
+    small_classifier_onnx(path, {"input_size": "32", "mean": "0.5, 0.4, 0.3", "std": "(0.2 0.25 0.3)"})
     info = Classifier.from_artifact(path).info
     assert info.mean == MEAN and info.std == STD
     assert info.resize_size == int(256 / 224 * 32)  # the DAT default when the export did not record it
@@ -120,7 +85,7 @@ def test_metadata_is_read_tolerantly(tmp_path):
 def test_triton_model_folder_and_bad_artifacts(tmp_path):
     folder = tmp_path / "models" / "small"
     (folder / "1").mkdir(parents=True)
-    _small_classifier_onnx(folder / "1" / "model.onnx", RANDOM_META)
+    small_classifier_onnx(folder / "1" / "model.onnx", RANDOM_META)
     assert Classifier.from_artifact(folder).info.input_size == SIZE
 
     with pytest.raises(UserError, match="does not exist"):
@@ -192,7 +157,7 @@ def test_sources_are_named(small_onnx, tmp_path):
 
 def test_feature_exports_are_refused(tmp_path):
     path = tmp_path / "features.onnx"
-    _small_classifier_onnx(path, {**RANDOM_META, "outputs": "features"})
+    small_classifier_onnx(path, {**RANDOM_META, "outputs": "features"})
     with pytest.raises(UserError, match="feature-map export"):
         Classifier.from_artifact(path)
 

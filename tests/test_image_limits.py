@@ -21,7 +21,7 @@ from dat_deploy import preprocess
 from dat_deploy.api import Classifier
 from dat_deploy.commands._app import app
 from dat_deploy.errors import UserError
-from test_api import RANDOM_META, _small_classifier_onnx
+from small_classifier import RANDOM_META, small_classifier_onnx
 
 
 def png_header_claiming(width: int, height: int) -> bytes:
@@ -40,7 +40,7 @@ BOMBS = {"100000x100000 header": (100_000, 100_000), "20000x20000": (20_000, 20_
 @pytest.fixture(scope="module")
 def small_onnx(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("small") / "small.onnx"
-    _small_classifier_onnx(path, RANDOM_META)
+    small_classifier_onnx(path, RANDOM_META)
     return path
 
 
