@@ -74,6 +74,12 @@ def _is_version(folder: Path) -> bool:
     return folder.name.isdigit()
 
 
+def _versions_newest_first(folder: Path) -> list[Path]:
+    """The numeric version folders of a model folder, highest (the one Triton serves) first."""
+    return sorted((p for p in folder.iterdir() if p.is_dir() and _is_version(p)), key=lambda p: int(p.name),
+                  reverse=True)
+
+
 def find_model_file(path: str | os.PathLike, suffixes: Sequence[str] = MODEL_SUFFIXES,
                     filename: str | None = None) -> Path:
     """The model file `path` names: the file itself, or in a model folder the file of its highest numeric
@@ -88,14 +94,14 @@ def find_model_file(path: str | os.PathLike, suffixes: Sequence[str] = MODEL_SUF
             what = f"neither {kinds[0]} nor {kinds[1]}" if len(kinds) > 1 else f"not {kinds[0]}"
             raise UserError(f"{path} is {what}. Pass a model file or its model folder.")
         return path
-    versions = sorted((p for p in path.iterdir() if p.is_dir() and _is_version(p)), key=lambda p: int(p.name))
+    versions = _versions_newest_first(path)
     if filename is not None:
-        found = next((v / filename for v in reversed(versions) if (v / filename).is_file()), None)
+        found = next((v / filename for v in versions if (v / filename).is_file()), None)
         if found is None:
             raise UserError(f"{path} is not a model folder: it has no <version>/{filename} "
                             "(Triton serves the numeric version folders).")
         return found
-    for folder in [*reversed(versions), path]:
+    for folder in [*versions, path]:
         for suffix in suffixes:
             candidates = sorted(folder.glob(f"*{suffix}"))
             if candidates:
@@ -229,8 +235,7 @@ def exported_onnx_files(root: str | os.PathLike) -> list[Path]:
     for folder in root.iterdir():
         if not folder.is_dir() or folder.name.startswith(".") or ENGINE_FOLDER_MARK in folder.name:
             continue
-        versions = sorted((p for p in folder.iterdir() if p.is_dir() and _is_version(p)), key=lambda p: int(p.name))
-        for version in reversed(versions):
+        for version in _versions_newest_first(folder):
             if (version / "model.onnx").is_file():
                 found.append(version / "model.onnx")
                 break
