@@ -29,6 +29,7 @@ from torch import nn
 import dat_deploy
 from dat_deploy.errors import UserError
 from dat_deploy.export.graph_checks import check_and_infer, require_symbolic_batch
+from dat_deploy.graph.dat_graph import onnx_opset
 from dat_deploy.model import get_variant
 from dat_deploy.model.channels_last import ChannelsLastDAT
 from dat_deploy.model.dat import capture_stage_outputs
@@ -93,10 +94,6 @@ def check_opset(opset: int) -> int:
         raise UserError(f"--opset {opset} cannot be exported: torch's exporter writes opsets {MIN_OPSET} to "
                         f"{max_opset()} (with the installed onnx). The default is {DEFAULT_OPSET}.")
     return opset
-
-
-def written_opset(model: onnx.ModelProto) -> int:
-    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
 
 def _dynamic_shapes(options: TraceOptions) -> dict | None:
@@ -183,7 +180,7 @@ def trace_to_onnx(model: nn.Module, input_size: tuple[int, int], options: TraceO
             optimize=True,
             verify=False,
         )
-    written = written_opset(program.model_proto)
+    written = onnx_opset(program.model_proto)
     if written != options.opset:  # the exporter falls back to its own opset without an error
         raise UserError(f"torch's exporter wrote opset {written} instead of the requested {options.opset}; "
                         f"export with --opset {DEFAULT_OPSET}.")

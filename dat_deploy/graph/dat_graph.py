@@ -22,6 +22,11 @@ def has_dat_nodes(model) -> bool:
     return any(node.domain == DAT_DOMAIN for node in graph.node)
 
 
+def onnx_opset(model) -> int:
+    """The opset version a model imports for the default ONNX domain (0: none)."""
+    return max((o.version for o in model.opset_import if o.domain in ONNX_DOMAINS), default=0)
+
+
 def is_dat_node(node, op_type: str | None = None) -> bool:
     return node.domain == DAT_DOMAIN and (op_type is None or node.op_type == op_type)
 
@@ -120,4 +125,4 @@ class GraphIndex:
 
 
 __all__ = ["DAT_DOMAIN", "DAT_DOMAIN_VERSION", "GraphIndex", "ONNX_DOMAINS", "ensure_dat_opset", "has_dat_nodes",
-           "is_dat_node", "is_onnx_node"]
+           "is_dat_node", "is_onnx_node", "onnx_opset"]

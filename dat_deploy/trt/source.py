@@ -8,7 +8,7 @@ from pathlib import Path
 from dat_deploy.artifacts import (ONNX_SUFFIXES, exported_onnx_files, find_model_file, graph_io, load_onnx,
                                   model_name_for, onnx_metadata, read_sidecar)
 from dat_deploy.errors import UserError
-from dat_deploy.graph.dat_graph import ONNX_DOMAINS, has_dat_nodes, is_onnx_node
+from dat_deploy.graph.dat_graph import has_dat_nodes, is_onnx_node, onnx_opset
 
 FLAVORS = ("plugin", "native")
 # TensorRT's ONNX parser maps GridSample-20 mode="linear" to NEAREST without a word
@@ -39,7 +39,7 @@ def read_source(path: Path) -> SourceModel:
     path = find_model_file(path, ONNX_SUFFIXES)
     model = load_onnx(path)
     graph = model.graph
-    opset = max((o.version for o in model.opset_import if o.domain in ONNX_DOMAINS), default=0)
+    opset = onnx_opset(model)
     inputs, outputs = graph_io(model)
     if not inputs:
         raise UserError(f"{path} has no graph input; it is not an image classifier export.")
