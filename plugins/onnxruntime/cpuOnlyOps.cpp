@@ -152,8 +152,7 @@ std::vector<OpDescriptor> const& cpuOnlyOps()
             .inputs = {{"a", TypeVar::kT1}, {"b", TypeVar::kT1}, {"gamma", TypeVar::kT1}, {"beta", TypeVar::kT1}},
             .outputs = {"sum", "y"},
             .types = {kFloat32, {}, {}},
-            .attributes = {AttributeSpec{
-                .name = "epsilon", .kind = AttributeKind::kFloat, .required = true, .hint = "", .fallback = 0.0}},
+            .attributes = {requiredFloat("epsilon")},
             .prepare = nullptr,
             .compute = computeAddLayerNorm,
         },
@@ -162,8 +161,7 @@ std::vector<OpDescriptor> const& cpuOnlyOps()
             .inputs = {{"x", TypeVar::kT1}, {"weight", TypeVar::kT1}, {"bias", TypeVar::kT1}},
             .outputs = {"y"},
             .types = {kFloat32, {}, {}},
-            .attributes = {AttributeSpec{
-                .name = "gelu", .kind = AttributeKind::kInt, .required = false, .hint = "", .fallback = 0.0}},
+            .attributes = {optionalInt("gelu", 0)},
             .prepare = prepareGemm,
             .compute = computeGemm,
         },

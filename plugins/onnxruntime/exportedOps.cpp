@@ -274,16 +274,6 @@ OrtStatus* computeDeformAttention(Kernel const& k, OrtKernelContext* context)
     return nullptr;
 }
 
-AttributeSpec requiredInt(char const* name, char const* hint = "")
-{
-    return AttributeSpec{.name = name, .kind = AttributeKind::kInt, .required = true, .hint = hint, .fallback = 0.0};
-}
-
-AttributeSpec requiredFloat(char const* name)
-{
-    return AttributeSpec{.name = name, .kind = AttributeKind::kFloat, .required = true, .hint = "", .fallback = 0.0};
-}
-
 } // namespace
 
 std::vector<OpDescriptor> const& exportedOps()

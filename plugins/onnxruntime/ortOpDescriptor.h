@@ -58,6 +58,22 @@ struct AttributeSpec
     double fallback;    // the value of an optional attribute that the node does not set
 };
 
+inline AttributeSpec requiredInt(char const* name, char const* hint = "")
+{
+    return AttributeSpec{.name = name, .kind = AttributeKind::kInt, .required = true, .hint = hint, .fallback = 0.0};
+}
+
+inline AttributeSpec requiredFloat(char const* name)
+{
+    return AttributeSpec{.name = name, .kind = AttributeKind::kFloat, .required = true, .hint = "", .fallback = 0.0};
+}
+
+inline AttributeSpec optionalInt(char const* name, int64_t fallback)
+{
+    return AttributeSpec{.name = name, .kind = AttributeKind::kInt, .required = false, .hint = "",
+        .fallback = static_cast<double>(fallback)};
+}
+
 struct OpDescriptor;
 
 // One kernel instance (one node of a session): the op, its attributes as read when the session was made, and
