@@ -17,19 +17,14 @@ pair sums in 10,000 saturate, the worst layer's output SQNR drops to about 24 dB
 from __future__ import annotations
 
 import platform
-from pathlib import Path
+
+from dat_deploy.profiling.machine import cpu_flags, cpu_model
 
 PRECISION_OPTION = "session.x64quantprecision"  # onnxruntime_session_options_config_keys.h
 
 
 def _cpuinfo() -> tuple[str, set[str]]:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor() or "unknown", set()
-    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
-    flags = next((set(line.split(":", 1)[1].split()) for line in lines if line.startswith("flags")), set())
-    return model, flags
+    return cpu_model(), cpu_flags()
 
 
 def int8_path() -> dict:
