@@ -26,7 +26,7 @@ from dat_deploy.parity.report import ParityReport, run_parity
 from dat_deploy.runtime.names import INPUT_NAME
 from dat_deploy.runtime.onnxruntime_backend import OrtBackend
 from dat_deploy.runtime.torch_backend import TorchBackend
-from dat_deploy.triton.config import config_text, model_config, tensor_config
+from dat_deploy.triton.config import CONFIG_NAME, config_text, model_config, tensor_config
 
 DEFAULT_MAX_BATCH = 32
 
@@ -139,7 +139,7 @@ def export_onnx(
     on_step(f"writing {final_folder}")
     folder = write_model_folder(Path(output_dir), name, {
         "1/model.onnx": data,
-        "config.pbtxt": config_text(config).encode(),
+        CONFIG_NAME: config_text(config).encode(),
         SIDECAR_NAME: json.dumps(sidecar, indent=2, default=float).encode(),
     }, overwrite=overwrite)
     return ExportResult(folder, folder / "1" / "model.onnx", name, parity, sidecar["export_seconds"], metadata)

@@ -22,6 +22,7 @@ from typing import Callable
 from dat_deploy.atomic import check_creatable_dir
 from dat_deploy.errors import UserError
 from dat_deploy.artifacts import SIDECAR_NAME
+from dat_deploy.triton.config import CONFIG_NAME
 from dat_deploy.export.repository import write_model_folder
 from dat_deploy.quantize import images as calibration_images
 from dat_deploy.quantize.calibrate import METHODS, write_calibration_cache
@@ -207,7 +208,7 @@ def quantize_folder(
             return result
         data = candidate.read_bytes()
     result.seconds = time.perf_counter() - start
-    files = {"1/model.onnx": data, "config.pbtxt": _config_text(src.folder, final.name),
+    files = {"1/model.onnx": data, CONFIG_NAME: _config_text(src.folder, final.name),
              SIDECAR_NAME: json.dumps(_sidecar(src, final.name, result, calib), indent=2, default=float).encode()}
     on_step(f"writing {final}")
     write_model_folder(final.parent, final.name, files, overwrite=overwrite)
@@ -242,7 +243,7 @@ def _float_by_design(model) -> dict[str, str]:
 
 
 def _config_text(source_folder: Path, name: str) -> bytes:
-    from dat_deploy.triton.config import CONFIG_NAME, config_text, load_config
+    from dat_deploy.triton.config import config_text, load_config
 
     config = load_config(source_folder / CONFIG_NAME)
     config.name = name

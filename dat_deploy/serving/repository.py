@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from dat_deploy.errors import UserError
+from dat_deploy.triton.config import CONFIG_NAME
 from dat_deploy.serving.distribution import IMAGE_MODEL_SOURCE
 
 IMAGES_SUFFIX = "_images"
@@ -73,7 +74,7 @@ def write_serving_repository(sources: Sequence[str | os.PathLike], repository: P
 def _apply_settings(folder: Path, settings: ServeSettings) -> ServedModel:
     from dat_deploy.triton.config import add_instance_group, config_text, load_config
 
-    config = load_config(folder / "config.pbtxt")
+    config = load_config(folder / CONFIG_NAME)
     if settings.max_batch is not None:
         if config.max_batch_size <= 0:
             raise UserError(f"{folder.name} was exported with a fixed batch (max_batch_size 0): --max-batch needs a "
@@ -91,7 +92,7 @@ def _apply_settings(folder: Path, settings: ServeSettings) -> ServedModel:
     libraries = [str(folder / Path(name).name) for name in config.model_operations.op_library_filename]
     del config.model_operations.op_library_filename[:]
     config.model_operations.op_library_filename.extend(libraries)  # this machine's copy, not the container path
-    (folder / "config.pbtxt").write_text(config_text(config), encoding="utf-8")
+    (folder / CONFIG_NAME).write_text(config_text(config), encoding="utf-8")
     return ServedModel(folder.name, config.input[0].name, config.output[0].name, config.max_batch_size)
 
 
@@ -126,4 +127,4 @@ def _write_images_model(folder: Path, tensor: ServedModel, info, settings: Serve
         config.parameters[key].string_value = str(value)
     (folder / "1").mkdir(parents=True)
     (folder / "1" / "model.py").write_bytes(IMAGE_MODEL_SOURCE.read_bytes())
-    (folder / "config.pbtxt").write_text(config_text(config), encoding="utf-8")
+    (folder / CONFIG_NAME).write_text(config_text(config), encoding="utf-8")

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from dat_deploy.artifacts import SIDECAR_NAME, load_onnx, onnx_metadata
 from dat_deploy.atomic import check_folder_name
+from dat_deploy.triton.config import CONFIG_NAME
 from dat_deploy.errors import UserError
 from dat_deploy.trt.engine_builder import Profile
 from dat_deploy.trt.source import SourceModel, check_flavor, find_latest_export, read_source
@@ -63,7 +64,7 @@ class EngineFolder:
 
     @property
     def config(self) -> Path:
-        return self.root / "config.pbtxt"
+        return self.root / CONFIG_NAME
 
     @property
     def readme(self) -> Path:
@@ -299,7 +300,7 @@ def _build_and_write(options: BuildOptions, prepared: PreparedBuild, trt, plugin
     files = {
         f"{VERSION}/{PLAN_FILE}": built.plan,
         SIDECAR_NAME: (json.dumps(sidecar, indent=2) + "\n").encode(),
-        "config.pbtxt": config_text(config).encode(),
+        CONFIG_NAME: config_text(config).encode(),
         "README.md": plugin_readme(folder.root.name, plugin, built.tensorrt_version).encode(),
     }
     if options.fp16:
