@@ -181,13 +181,11 @@ def ort_op_profile(
     options.enable_profiling = True
     if intra_op_threads:
         options.intra_op_num_threads = intra_op_threads
-    source: str | bytes = str(onnx_path)
-    if custom_op_library is not None:
-        from dat_deploy.artifacts import load_onnx
-        from dat_deploy.graph.cpu_fusions import fused_session_model
+    from dat_deploy.artifacts import load_onnx
+    from dat_deploy.runtime.onnxruntime_backend import prepare_session
 
-        options.register_custom_ops_library(str(custom_op_library))
-        source = fused_session_model(load_onnx(onnx_path))[0] or source  # what OrtBackend runs on the CPU
+    libraries = [custom_op_library] if custom_op_library is not None else []
+    source = prepare_session(load_onnx(onnx_path), onnx_path, options, libraries)[0]  # what OrtBackend runs on the CPU
     with tempfile.TemporaryDirectory(prefix="dat-deploy-ortprof-") as tmp:
         options.profile_file_prefix = str(Path(tmp) / "ort")
         try:

@@ -54,7 +54,7 @@ def int8_path() -> dict:
 
 def set_int8_precision(model, options) -> bool:
     """For an int8 graph on a CPU whose U8S8 kernel can saturate: ask onnxruntime for its exact U8U8 kernel.
-    Whether it did. Every place that makes a session for our models calls this (OrtBackend, the served model)."""
+    Whether it did. Sessions of ours get it through runtime.onnxruntime_backend.prepare_session."""
     if not any(node.op_type == "QuantizeLinear" for node in model.graph.node):
         return False
     if not int8_path()["u8s8_overflow"]:

@@ -39,6 +39,29 @@ def resolve_providers(names: list[str] | None) -> list[str]:
     return wanted
 
 
+def prepare_session(model, path: str | Path, options, libraries: list, fuse: bool = True):
+    """The session setup every onnxruntime session of ours gets (OrtBackend, op profiling, the Triton-served model).
+
+    Registers the op libraries through their CPU-layer check (a refused DAT_DEPLOY_CPU_LAYER: one clear line), sets
+    onnxruntime's exact int8 kernel where this CPU's U8S8 kernel can saturate, and, with `fuse` and a library,
+    applies the CPU rewrites decided for this CPU at load time (the file on disk is not changed).
+    Returns (the graph's bytes or its path, the fusion counts, whether the exact int8 kernel was asked for).
+    """
+    from dat_deploy.native.cpu_layer import register_ort_ops
+    from dat_deploy.quantize.cpu_int8 import set_int8_precision
+
+    layer = None
+    for library in libraries:
+        layer = register_ort_ops(options, library) or layer
+    precision = set_int8_precision(model, options)
+    if libraries and fuse:
+        from dat_deploy.graph.cpu_fusions import fused_session_model
+
+        fused, fusions = fused_session_model(model, layer=layer)
+        return fused or str(path), fusions, precision
+    return str(path), {}, precision
+
+
 class OrtBackend:
     thread_safe = True  # InferenceSession.run may be called from several threads at once
 
@@ -55,7 +78,6 @@ class OrtBackend:
         if enable_profiling:
             options.enable_profiling = True
         self.plugin_library = None
-        cpu_layer = None  # the op library's choice of CPU kernels here, which also decides the CPU-dependent rewrites
         if has_dat_nodes(model):
             if plugin_library is None:
                 from dat_deploy.native import ort_library_path
@@ -64,20 +86,10 @@ class OrtBackend:
             self.plugin_library = Path(plugin_library)
             if not self.plugin_library.is_file():
                 raise UserError(f"custom-op library {self.plugin_library} does not exist. Run `dat-deploy build-plugins`.")
-            from dat_deploy.native.cpu_layer import register_ort_ops
-
-            cpu_layer = register_ort_ops(options, self.plugin_library)  # a refused DAT_DEPLOY_CPU_LAYER: one clear line
-        from dat_deploy.quantize.cpu_int8 import set_int8_precision
-
-        self.int8_precision_option = set_int8_precision(model, options)
         self.providers = resolve_providers(providers)
-        self.fusions: dict[str, int] = {}
-        source: str | bytes = str(self.path)
-        if self.plugin_library is not None and cpu_fusions and self.providers[0] == "CPUExecutionProvider":
-            from dat_deploy.graph.cpu_fusions import fused_session_model
-
-            fused, self.fusions = fused_session_model(model, layer=cpu_layer)  # decided here, at load time
-            source = fused or source
+        fuse = cpu_fusions and self.providers[0] == "CPUExecutionProvider"
+        libraries = [self.plugin_library] if self.plugin_library else []
+        source, self.fusions, self.int8_precision_option = prepare_session(model, self.path, options, libraries, fuse)
         try:
             self.session = ort.InferenceSession(source, options, providers=self.providers)
         except Exception as exc:
@@ -95,4 +107,4 @@ class OrtBackend:
         return self.session.end_profiling()
 
 
-__all__ = ["OrtBackend", "INPUT_NAME", "resolve_providers"]
+__all__ = ["OrtBackend", "INPUT_NAME", "prepare_session", "resolve_providers"]

@@ -51,28 +51,18 @@ def _op_libraries(config, model_folder):
 
 def _dat_deploy_session_model(config, path, options, libraries):
     """The graph as dat-deploy's OrtBackend would run it (bytes, or the path), with the libraries registered;
-    None where dat_deploy is not importable or there is no op library."""
+    None where dat_deploy is not importable."""
     extra = _parameter(config, "dat_deploy_path")
     if extra and extra not in sys.path:
         sys.path.insert(0, extra)
-    if not libraries:
-        return None
     try:
         import onnx
-        from dat_deploy.graph.cpu_fusions import fused_session_model
-        from dat_deploy.native.cpu_layer import register_ort_ops
-        from dat_deploy.quantize.cpu_int8 import set_int8_precision
+        from dat_deploy.runtime.onnxruntime_backend import prepare_session
     except ImportError:
         if extra:  # under dat-deploy serve: serve as dat-deploy runs it, or not at all
             raise
         return None
-    layer = None
-    for library in libraries:
-        layer = register_ort_ops(options, library) or layer
-    model = onnx.load(path)
-    set_int8_precision(model, options)  # an int8 graph on a CPU whose U8S8 kernel saturates: the exact kernel
-    fused, _ = fused_session_model(model, layer=layer)  # decided on this CPU, at load time
-    return fused or path
+    return prepare_session(onnx.load(path), path, options, libraries)[0]
 
 
 class TritonPythonModel:
